@@ -1,0 +1,295 @@
+"""The tools an LLM agent calls with ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
+
+Outputs are short plain text because a small model reads every token. ``Toolbox.call`` never
+raises on bad input: each mistake becomes ``ToolResult(ok=False)`` with a one-line error the
+agent can learn from. Argument checks come from each tool's JSON schema (plus id lookups keyed
+by parameter name), so a new tool gets validation by declaring its schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from envs.tools.graph import InteractionGraph
+from envs.types import Catalog, Item, RecTask
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """What the agent is told about one tool."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def openai_schema(self) -> dict[str, Any]:
+        """The tool in OpenAI function-calling format (as chat templates expect)."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool's reply: ``text`` goes back to the agent; ``error`` is set when ``ok`` is False."""
+
+    text: str
+    ok: bool
+    error: str | None = None
+
+
+class ToolInputError(ValueError):
+    """Bad tool arguments; ``Toolbox.call`` turns it into a failed ToolResult."""
+
+
+def rank_candidates(scores: dict[str, float], candidate_item_ids: Sequence[str]) -> list[str]:
+    """Candidates by descending score; ties (and missing scores, taken as 0) keep input order.
+
+    >>> rank_candidates({"a": 1.0, "b": 2.0}, ["a", "b", "c"])
+    ['b', 'a', 'c']
+    """
+    candidates = list(dict.fromkeys(candidate_item_ids))
+    return sorted(candidates, key=lambda item_id: -scores.get(item_id, 0.0))
+
+
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda value: isinstance(value, str),
+    # bool is an int subclass in Python, but `true` is not a count.
+    "integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "number": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    "boolean": lambda value: isinstance(value, bool),
+    "array": lambda value: isinstance(value, list),
+    "object": lambda value: isinstance(value, dict),
+}
+
+
+def _brief(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut short: error texts go back into a small model's context."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_arguments(parameters: dict[str, Any], arguments: object) -> dict[str, Any]:
+    """Check arguments against a JSON schema subset and fill defaults.
+
+    Supports ``required``, ``properties`` with ``type``, ``minimum``, ``maximum`` and
+    ``default``; unknown arguments are rejected.
+
+    Raises:
+        ToolInputError: The arguments do not fit the schema.
+    """
+    if not isinstance(arguments, dict):
+        raise ToolInputError(f"arguments must be a JSON object, got {type(arguments).__name__}")
+    properties: dict[str, dict[str, Any]] = parameters.get("properties", {})
+    unexpected = [name for name in arguments if name not in properties]
+    if unexpected:
+        raise ToolInputError(
+            f"unexpected argument '{unexpected[0]}'; allowed: {', '.join(properties)}"
+        )
+    missing = [name for name in parameters.get("required", []) if name not in arguments]
+    if missing:
+        raise ToolInputError(f"missing required argument '{missing[0]}'")
+    checked = {}
+    for name, schema in properties.items():
+        if name not in arguments:
+            if "default" in schema:
+                checked[name] = schema["default"]
+            continue
+        value = arguments[name]
+        expected = schema.get("type")
+        if expected in _JSON_TYPES and not _JSON_TYPES[expected](value):
+            raise ToolInputError(f"argument '{name}' must be a JSON {expected}, got {_brief(value)}")
+        if _JSON_TYPES["number"](value):
+            low, high = schema.get("minimum"), schema.get("maximum")
+            if low is not None and value < low:
+                raise ToolInputError(f"argument '{name}' must be >= {low}, got {_brief(value)}")
+            if high is not None and value > high:
+                raise ToolInputError(f"argument '{name}' must be <= {high}, got {_brief(value)}")
+        checked[name] = value
+    return checked
+
+
+def _tool_spec(name: str, description: str, properties: dict[str, Any]) -> ToolSpec:
+    """A spec whose parameters are required unless they declare a default."""
+    required = [key for key, schema in properties.items() if "default" not in schema]
+    parameters = {"type": "object", "properties": properties, "required": required}
+    return ToolSpec(name=name, description=description, parameters=parameters)
+
+
+def _item_label(item: Item) -> str:
+    """``Kolya (1996) [Comedy]``: title, then year and genres when known."""
+    label = item.title
+    if item.year:
+        label += f" ({item.year})"
+    if item.genres:
+        label += f" [{', '.join(item.genres)}]"
+    return label
+
+
+class Toolbox:
+    """The agent's tools over one catalog and its (training) interaction graph.
+
+    When ``task`` is bound, the task user's history is ``task.history`` and ranking tools rank
+    ``task.candidate_item_ids``, so the target can never leak through a tool.
+
+    Args:
+        catalog: Users and items the ids refer to.
+        graph: Interaction graph built from training interactions only.
+        task: The task being solved, if any.
+        max_k: Largest ``k`` a tool accepts.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        graph: InteractionGraph,
+        *,
+        task: RecTask | None = None,
+        max_k: int = 20,
+    ):
+        self.catalog = catalog
+        self.graph = graph
+        self.task = task
+        self.max_k = max_k
+        user_id = {"type": "string", "description": 'user id, e.g. "196"'}
+        item_id = {"type": "string", "description": 'item id, e.g. "242"'}
+        k_max = {"type": "integer", "minimum": 1, "maximum": max_k}
+        tools = [
+            (
+                _tool_spec("user_info", "A user's demographics and number of items.",
+                           {"user_id": user_id}),
+                self._user_info,
+            ),
+            (
+                _tool_spec("item_info", "An item's title, year, genres and number of users.",
+                           {"item_id": item_id}),
+                self._item_info,
+            ),
+            (
+                _tool_spec("user_history", "A user's last k items, oldest first.",
+                           {"user_id": user_id, "k": {**k_max, "default": min(5, max_k)}}),
+                self._user_history,
+            ),
+            (
+                _tool_spec("item_cf", "Top k items by similarity to the user's history (ItemCF).",
+                           {"user_id": user_id, "k": {**k_max, "default": min(10, max_k)}}),
+                self._item_cf,
+            ),
+            (
+                _tool_spec("user_cf", "Top k items chosen by the most similar users (UserCF).",
+                           {"user_id": user_id, "k": {**k_max, "default": min(10, max_k)}}),
+                self._user_cf,
+            ),
+        ]
+        self._tools = {spec.name: (spec, handler) for spec, handler in tools}
+        # Id checks keyed by parameter name, so any tool taking a user_id or item_id gets them.
+        self._id_checks: dict[str, Callable[[str], None]] = {
+            "user_id": self._check_user,
+            "item_id": self._check_item,
+        }
+
+    @property
+    def specs(self) -> list[ToolSpec]:
+        """Every tool's spec, in a fixed order."""
+        return [spec for spec, _ in self._tools.values()]
+
+    @property
+    def names(self) -> list[str]:
+        """Every tool's name."""
+        return list(self._tools)
+
+    def openai_schemas(self) -> list[dict[str, Any]]:
+        """Every tool in OpenAI function-calling format."""
+        return [spec.openai_schema() for spec in self.specs]
+
+    def call(self, name: str, arguments: object) -> ToolResult:
+        """Run one tool; never raises for bad input.
+
+        Args:
+            name: Tool name.
+            arguments: Parsed JSON arguments (should be an object).
+
+        Returns:
+            The tool's text, or ``ok=False`` with ``text = "error: <reason>"``.
+        """
+        try:
+            if not isinstance(name, str) or name not in self._tools:
+                raise ToolInputError(
+                    f"unknown tool {_brief(name)}; available: {', '.join(self._tools)}"
+                )
+            spec, handler = self._tools[name]
+            checked = validate_arguments(spec.parameters, arguments)
+            for parameter, value in checked.items():
+                if parameter in self._id_checks:
+                    self._id_checks[parameter](value)
+            return ToolResult(text=handler(**checked), ok=True)
+        except ToolInputError as error:
+            return ToolResult(text=f"error: {error}", ok=False, error=str(error))
+
+    def _check_user(self, user_id: str) -> None:
+        known = user_id in self.catalog.users or self.graph.has_user(user_id)
+        if not known and not (self.task and user_id == self.task.user_id):
+            raise ToolInputError(f"unknown user id {_brief(user_id)}")
+
+    def _check_item(self, item_id: str) -> None:
+        if item_id not in self.catalog.items:
+            raise ToolInputError(f"unknown item id {_brief(item_id)}")
+
+    def _history(self, user_id: str) -> list[str]:
+        if self.task is not None and user_id == self.task.user_id:
+            return list(self.task.history)
+        return self.graph.user_items(user_id)
+
+    def _user_info(self, user_id: str) -> str:
+        user = self.catalog.users.get(user_id)
+        attributes = ", ".join(f"{key} {value}" for key, value in user.attributes) if user else ""
+        prefix = f"user {user_id}: " + (f"{attributes}; " if attributes else "")
+        return f"{prefix}{len(self._history(user_id))} items"
+
+    def _item_info(self, item_id: str) -> str:
+        item = self.catalog.items[item_id]
+        return f"item {item_id}: {_item_label(item)}; {self.graph.popularity(item_id)} users"
+
+    def _user_history(self, user_id: str, k: int) -> str:
+        recent = self._history(user_id)[-k:]
+        if not recent:
+            return f"user {user_id} has no history"
+        entries = "; ".join(
+            f"{i} {_item_label(self.catalog.items[i])}" if i in self.catalog.items else i
+            for i in recent
+        )
+        return f"user {user_id} last {len(recent)}: {entries}"
+
+    def _ranking_text(
+        self, method: str, user_id: str, scores: dict[str, float], pool: list[str], k: int
+    ) -> str:
+        if self.task is None:
+            # Without candidates, zero scores carry no information: list only real matches.
+            pool = [item_id for item_id in pool if scores.get(item_id, 0.0) > 0]
+        top = rank_candidates(scores, pool)[:k]
+        if not top:
+            return f"{method} found no items for user {user_id}"
+        return f"{method} ranking for user {user_id}: {', '.join(top)}"
+
+    def _pool(self, user_id: str) -> list[str]:
+        """Items to rank: the task's candidates, or every graph item the user has not seen."""
+        if self.task is not None:
+            return list(self.task.candidate_item_ids)
+        seen = set(self._history(user_id))
+        return [item_id for item_id in self.graph.item_ids if item_id not in seen]
+
+    def _item_cf(self, user_id: str, k: int) -> str:
+        pool = self._pool(user_id)
+        scores = self.graph.item_cf_scores(self._history(user_id), pool)
+        return self._ranking_text("item_cf", user_id, scores, pool, k)
+
+    def _user_cf(self, user_id: str, k: int) -> str:
+        pool = self._pool(user_id)
+        scores = self.graph.user_cf_scores(user_id, pool, history=self._history(user_id))
+        return self._ranking_text("user_cf", user_id, scores, pool, k)

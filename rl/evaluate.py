@@ -1,0 +1,40 @@
+"""Scores methods on the same tasks: classic baselines, the teacher, and student checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from envs.baselines import BASELINES
+from envs.types import RecTask, Trajectory
+from rewards.ranking import rank_of, ranking_metrics
+
+METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "tool_calls")
+
+
+def trajectory_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
+    """Ranking metrics of the episodes plus valid-format rate and tool calls per episode."""
+    if not trajectories:
+        raise ValueError("no trajectories to score")
+    metrics = ranking_metrics([t.rank for t in trajectories])
+    metrics["format_rate"] = sum(t.format_valid for t in trajectories) / len(trajectories)
+    metrics["tool_calls"] = sum(t.num_tool_calls for t in trajectories) / len(trajectories)
+    return metrics
+
+
+def baseline_metrics(name: str, tasks: Sequence[RecTask], graph, *, seed: int) -> dict[str, float]:
+    """A classic recommender's ranking metrics (its output is always well-formed)."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline '{name}'; available: {sorted(BASELINES)}")
+    ranks = [rank_of(BASELINES[name](task, graph, seed), task.target_item_id) for task in tasks]
+    metrics = ranking_metrics(ranks)
+    metrics.update(format_rate=1.0, tool_calls=0.0)
+    return metrics
+
+
+def format_table(methods: dict[str, dict[str, float]]) -> str:
+    """A fixed-width table, one method per row."""
+    header = f"{'method':<14}" + "".join(f"{k:>12}" for k in METRIC_KEYS)
+    rows = [header, "-" * len(header)]
+    for name, metrics in methods.items():
+        rows.append(f"{name:<14}" + "".join(f"{metrics.get(k, float('nan')):>12.3f}" for k in METRIC_KEYS))
+    return "\n".join(rows)

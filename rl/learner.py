@@ -1,0 +1,127 @@
+"""Learner: the trainable LoRA policy, its optimizer, and the SFT and GRPO update steps.
+
+A plain class (a Ray actor in the driver). With LoRA the frozen reference policy is the same
+network with the adapter switched off, so KL to the reference costs a forward pass, not a model copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from envs.types import Trajectory
+from rl.algorithms import grpo_loss, masked_mean, token_logprobs
+from rollout.policy import LoraSettings, adapter_state, load_policy
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_id: int):
+    """Right-pads to ``(input_ids, attention_mask, loss_mask)`` tensors of shape [B, T]."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    loss_mask = torch.zeros((len(sequences), width), dtype=torch.float32)
+    for row, (ids, mask) in enumerate(zip(sequences, masks)):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        loss_mask[row, : len(mask)] = torch.tensor(mask, dtype=torch.float32)
+    return input_ids, attention, loss_mask
+
+
+class Learner:
+    """Owns the policy being trained.
+
+    Args:
+        model_name: base model name or folder (``rollout.models.resolve_model``).
+        lora: adapter shape.
+        lr: AdamW learning rate.
+        adapter_dir: start from these adapter weights (e.g. the SFT result).
+        num_threads: torch CPU threads.
+        max_grad_norm: gradient clipping.
+        seed: torch seed.
+    """
+
+    def __init__(self, *, model_name: str, lora: LoraSettings, lr: float, adapter_dir: str | Path | None = None,
+                 num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        torch.manual_seed(seed)
+        self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True)
+        self.model.train()
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0)
+        self.max_grad_norm = max_grad_norm
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def _logprobs(self, input_ids, attention, *, temperature: float = 1.0) -> torch.Tensor:
+        """Log-probs of tokens 1..T-1 given their prefix: shape [B, T-1]."""
+        logits = self.model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+        if temperature != 1.0:
+            logits = logits / temperature
+        return token_logprobs(logits, input_ids[:, 1:])
+
+    def sft_step(self, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]) -> dict[str, float]:
+        """One optimizer step of masked next-token cross-entropy (assistant tokens only)."""
+        started = time.perf_counter()
+        input_ids, attention, loss_mask = pad_batch(sequences, masks, self.pad_id)
+        logp = self._logprobs(input_ids, attention)
+        loss = -masked_mean(logp, loss_mask[:, 1:])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        self.optimizer.step()
+        tokens = int(attention.sum())
+        return {"train/loss": float(loss), "train/grad_norm": float(grad_norm),
+                "perf/tokens_per_s": tokens / (time.perf_counter() - started)}
+
+    def grpo_step(self, trajectories: Sequence[Trajectory], advantages: Sequence[float], *, clip_eps: float,
+                  kl_coef: float, temperature: float, micro_batch_size: int = 4) -> dict[str, float]:
+        """One on-policy GRPO update over a batch of trajectories with precomputed advantages.
+
+        Old log-probs are the current policy's (detached) under the sampling temperature, so the
+        ratio starts at 1; the reference log-probs come from the same network with LoRA disabled.
+        The token-level mean runs over the whole batch: micro-batches are weighted by their tokens.
+        """
+        started = time.perf_counter()
+        total_tokens = sum(sum(t.loss_mask[1:]) for t in trajectories)
+        if total_tokens == 0:
+            raise ValueError("no policy tokens in the batch: every loss_mask is empty")
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "loss": 0.0}
+        seen_tokens = 0
+        for start in range(0, len(trajectories), micro_batch_size):
+            part = trajectories[start : start + micro_batch_size]
+            input_ids, attention, loss_mask = pad_batch([t.token_ids for t in part], [t.loss_mask for t in part],
+                                                        self.pad_id)
+            mask = loss_mask[:, 1:]
+            with torch.no_grad(), self.model.disable_adapter():
+                ref_logp = self._logprobs(input_ids, attention, temperature=temperature)
+            logp = self._logprobs(input_ids, attention, temperature=temperature)
+            adv = torch.tensor(advantages[start : start + micro_batch_size], dtype=torch.float32)
+            loss, metrics = grpo_loss(logp, logp.detach(), ref_logp, adv, mask, clip_eps=clip_eps, kl_coef=kl_coef)
+            weight = float(mask.sum()) / total_tokens
+            (loss * weight).backward()
+            seen_tokens += int(attention.sum())
+            sums["loss"] += float(loss) * weight
+            for key in ("policy_loss", "kl", "clip_frac"):
+                sums[key] += float(metrics[key]) * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
+        self.optimizer.step()
+        metrics = {f"train/{k}": v for k, v in sums.items()}
+        metrics["train/grad_norm"] = float(grad_norm)
+        metrics["perf/learner_tokens_per_s"] = seen_tokens / (time.perf_counter() - started)
+        return metrics
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """Current LoRA weights, for the rollout workers."""
+        return adapter_state(self.model)
+
+    def save(self, path: str | Path) -> str:
+        """Saves the adapter (safetensors) and tokenizer; returns the folder."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        return str(path)

@@ -1,0 +1,86 @@
+"""The one place where roles become Ray actors, and work is spread over them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(*, address: str | None = None) -> None:
+    """Starts (or joins) Ray once. Locally, logical CPUs are at least 4 so a learner and two rollout
+    workers fit on a 2-core laptop; they take turns, so they do not oversubscribe in practice."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True)
+
+
+def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, **kwargs: Any) -> list:
+    """Starts ``count`` actors of a plain role class (which stays usable without Ray)."""
+    import ray
+
+    init_ray()
+    remote_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(cls)
+    return [remote_cls.remote(*args, **kwargs) for _ in range(count)]
+
+
+def shard(items: Sequence[Any], count: int) -> list[list[Any]]:
+    """Splits items into ``count`` contiguous, near-equal shards (some may be empty)."""
+    size, extra = divmod(len(items), count)
+    shards, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        shards.append(list(items[start:end]))
+        start = end
+    return shards
+
+
+def is_actor(target: Any) -> bool:
+    return type(target).__name__ == "ActorHandle"
+
+
+def call(target: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``target.method(*args, **kwargs)`` for a plain object or a Ray actor alike."""
+    if is_actor(target):
+        import ray
+
+        return ray.get(getattr(target, method).remote(*args, **kwargs))
+    return getattr(target, method)(*args, **kwargs)
+
+
+def map_actors(actors: Sequence[Any], method: str, items: Sequence[Any], **kwargs: Any) -> list[Any]:
+    """Calls ``actor.method(shard, **kwargs)`` on every actor and concatenates the results in order.
+
+    Plain objects are called one after another. For Ray actors, a shard whose actor died is
+    retried once on a live actor, so one lost worker costs time, not results; if no actor is left,
+    a RuntimeError says so.
+    """
+    if not any(is_actor(a) for a in actors):
+        return [item for actor, part in zip(actors, shard(items, len(actors)))
+                for item in getattr(actor, method)(part, **kwargs)]
+    import ray
+    from ray.exceptions import RayActorError
+
+    shards = shard(items, len(actors))
+    refs = [getattr(actor, method).remote(part, **kwargs) for actor, part in zip(actors, shards)]
+    results: list[list[Any]] = []
+    dead: set[int] = set()
+    for index, ref in enumerate(refs):
+        try:
+            results.append(ray.get(ref))
+        except RayActorError as error:
+            dead.add(index)
+            live = [a for i, a in enumerate(actors) if i not in dead]
+            if not live:
+                raise RuntimeError(f"every {method} worker died; last error: {error}") from error
+            log.warning("worker %d died during %s (%s); retrying its shard on another", index, method, error)
+            results.append(ray.get(getattr(live[0], method).remote(shards[index], **kwargs)))
+    return [item for part in results for item in part]

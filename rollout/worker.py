@@ -1,0 +1,77 @@
+"""RolloutWorker: one policy copy that plays episodes; a plain class, wrapped by Ray in rollout.actors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from envs import make_env
+from envs.types import Catalog, RecTask, Trajectory
+from rollout.chat import ChatFormat
+from rollout.engines.hf import HFEngine, SamplingParams
+from rollout.episode import run_episodes
+from rollout.policy import LoraSettings, load_adapter_file, load_policy, set_adapter_state
+
+
+@dataclass
+class EnvSpec:
+    """Everything needed to build environments in another process."""
+
+    env_id: str
+    catalog: Catalog
+    graph: Any
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def make(self, **overrides: Any):
+        return make_env(self.env_id, catalog=self.catalog, graph=self.graph, **{**self.kwargs, **overrides})
+
+
+class RolloutWorker:
+    """Holds a policy and plays batches of episodes with it.
+
+    Args:
+        model_name: a name ``rollout.models.resolve_model`` knows, or a model folder.
+        env_spec: how to build environments.
+        lora: LoRA shape of the policy (None for the bare model).
+        adapter_dir: initial adapter weights.
+        num_threads: torch CPU threads for this worker.
+        max_batch_size: prompts per generate call.
+        max_context_tokens: an episode is cut when its context would exceed this.
+    """
+
+    def __init__(self, *, model_name: str, env_spec: EnvSpec, lora: LoraSettings | None = None,
+                 adapter_dir: str | Path | None = None, num_threads: int | None = None,
+                 max_batch_size: int = 16, max_context_tokens: int = 2048):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.model, tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir)
+        self.chat = ChatFormat(tokenizer)
+        self.engine = HFEngine(self.model, tokenizer, stop_token_ids=[self.chat.end_of_turn_id],
+                               max_batch_size=max_batch_size)
+        self.env_spec = env_spec
+        self.max_context_tokens = max_context_tokens
+
+    def rollout(self, tasks: Sequence[RecTask], params: SamplingParams, *, samples_per_task: int = 1,
+                seed: int | None = None, use_adapter: bool = True, source: str = "student") -> list[Trajectory]:
+        """Plays ``samples_per_task`` episodes per task; samples of one task are consecutive."""
+        expanded = [task for task in tasks for _ in range(samples_per_task)]
+        group_indices = [i % samples_per_task for i in range(len(expanded))]
+        envs = [self.env_spec.make(count_tokens=self.chat.count_tokens) for _ in expanded]
+        adapter_off = self.model.disable_adapter() if not use_adapter and hasattr(self.model, "disable_adapter") \
+            else contextlib.nullcontext()
+        with adapter_off:
+            return run_episodes(self.engine, self.chat, envs, expanded, params, group_indices=group_indices,
+                                max_context_tokens=self.max_context_tokens, source=source, seed=seed)
+
+    def set_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Takes the learner's new LoRA weights."""
+        set_adapter_state(self.model, state)
+
+    def load_adapter(self, adapter_dir: str | Path) -> None:
+        """Loads saved LoRA weights (e.g. a checkpoint to evaluate)."""
+        set_adapter_state(self.model, load_adapter_file(adapter_dir))

@@ -1,0 +1,35 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="recrl",
+    version="0.1.0",
+    description="Train LLM agents for recommendation and conversational recommendation with RL",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["envs*", "rewards*", "rollout*", "teachers*", "rl*", "launch*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch==2.13.0",
+        "transformers==5.10.4",
+        "peft==0.21.2",
+        "accelerate==1.15.0",
+        "deepspeed==0.19.8",
+        "ray[default]==2.60.0",
+        "datasets==5.2.0",
+        "wandb==0.31.0",
+        "omegaconf==2.3.1",
+        "numpy==2.4.6",
+        "scipy==1.17.1",
+        "gguf==0.19.0",
+        "gymnasium==1.4.0",
+        "safetensors==0.8.0",
+        "tqdm==4.70.1",
+        "pyarrow==26.0.1",
+    ],
+    extras_require={
+        "dev": ["pytest==9.2.0"],
+        "verl": ["verl[verl-core]==0.9.1"],
+    },
+    entry_points={"console_scripts": ["recrl=launch.cli:main"]},
+)

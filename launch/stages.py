@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,9 +21,9 @@ from envs.data import tasks_from_file, training_interactions
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RecTask
 from launch.config import RunConfig
-from rollout.actors import call, map_actors, spawn
+from rollout.actors import call, map_actors_chunked, spawn
 from rollout.engines.hf import SamplingParams
-from rollout.policy import LoraSettings
+from rollout.policy import LoraSettings, is_checkpoint
 from rollout.worker import EnvSpec, RolloutWorker
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
@@ -70,7 +71,10 @@ def load_catalog(name: str) -> Catalog:
     return CATALOGS[name]()
 
 
-def lora_settings(config: RunConfig) -> LoraSettings:
+def lora_settings(config: RunConfig) -> LoraSettings | None:
+    """The adapter shape, or None for full fine-tuning (``model.lora_r=0``)."""
+    if config.model.lora_r <= 0:
+        return None
     return LoraSettings(r=config.model.lora_r, alpha=config.model.lora_alpha, dropout=config.model.lora_dropout)
 
 
@@ -164,7 +168,7 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
     from rl.learner import Learner
 
     paths = RunPaths(Path(config.run_dir))
-    if not (paths.sft_adapter / "adapter_config.json").is_file():
+    if not is_checkpoint(paths.sft_adapter):
         raise FileNotFoundError(f"no SFT adapter at {paths.sft_adapter}: run `recrl sft` first")
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks)
@@ -174,7 +178,8 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
     if config.rollout.num_workers <= 0:
         learner = Learner(**learner_kwargs)
     else:
-        learner = spawn(Learner, 1, num_cpus=1, **learner_kwargs)[0]
+        # Workers idle while the learner updates, so it may use every core.
+        learner = spawn(Learner, 1, num_cpus=1, num_threads=os.cpu_count(), **learner_kwargs)[0]
     history = train_grpo(learner=learner, workers=workers, tasks=train_tasks, config=config.grpo,
                          seed=config.seed, checkpoint_dir=paths.grpo_adapter, log=log)
     shutil.copytree(paths.grpo_adapter, paths.final_adapter, dirs_exist_ok=True)
@@ -213,16 +218,17 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
             methods[method] = trajectory_metrics(worker.play(tasks))
         elif method in STUDENTS:
             adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
-            if adapter is not None and not (adapter / "adapter_config.json").is_file():
+            if adapter is not None and not is_checkpoint(adapter):
                 skipped[method] = f"no checkpoint at {adapter}"
                 continue
             workers = workers or rollout_workers(config, spec, adapter_dir=None)
             if adapter is not None:
                 for worker in workers:
-                    call(worker, "load_adapter", adapter)
+                    call(worker, "load_checkpoint", adapter)
             params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, temperature=0.0)
-            trajectories = map_actors(workers, "rollout", tasks, params=params, use_adapter=adapter is not None,
-                                      source=method)
+            trajectories = map_actors_chunked(
+                workers, "rollout", tasks, chunk_size=len(workers) * config.rollout.max_batch_size,
+                desc=f"eval {method}", params=params, use_adapter=adapter is not None, source=method)
             methods[method] = trajectory_metrics(trajectories)
         else:
             raise ValueError(f"unknown eval method '{method}'")

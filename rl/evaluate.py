@@ -8,15 +8,22 @@ from envs.baselines import BASELINES
 from envs.types import RecTask, Trajectory
 from rewards.ranking import rank_of, ranking_metrics
 
-METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "tool_calls")
+METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "turn_format_rate", "tool_calls")
 
 
 def trajectory_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
-    """Ranking metrics of the episodes plus valid-format rate and tool calls per episode."""
+    """Ranking metrics of the episodes, plus how well they speak the protocol.
+
+    ``format_rate``: episodes that end in a valid ranking with every turn well-formed.
+    ``turn_format_rate``: assistant turns whose tags parse (a finer signal early in training).
+    ``tool_calls``: tool calls per episode.
+    """
     if not trajectories:
         raise ValueError("no trajectories to score")
     metrics = ranking_metrics([t.rank for t in trajectories])
     metrics["format_rate"] = sum(t.format_valid for t in trajectories) / len(trajectories)
+    turns = [action for t in trajectories for action in t.actions]
+    metrics["turn_format_rate"] = sum(not a.errors for a in turns) / len(turns) if turns else 0.0
     metrics["tool_calls"] = sum(t.num_tool_calls for t in trajectories) / len(trajectories)
     return metrics
 
@@ -27,7 +34,7 @@ def baseline_metrics(name: str, tasks: Sequence[RecTask], graph, *, seed: int) -
         raise ValueError(f"unknown baseline '{name}'; available: {sorted(BASELINES)}")
     ranks = [rank_of(BASELINES[name](task, graph, seed), task.target_item_id) for task in tasks]
     metrics = ranking_metrics(ranks)
-    metrics.update(format_rate=1.0, tool_calls=0.0)
+    metrics.update(format_rate=1.0, turn_format_rate=1.0, tool_calls=0.0)
     return metrics
 
 

@@ -68,9 +68,9 @@ def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: 
         metrics = call(learner, "grpo_step", trajectories, advantages.tolist(), clip_eps=config.clip_eps,
                        kl_coef=config.kl_coef, temperature=config.temperature,
                        micro_batch_size=config.micro_batch_size)
-        state = call(learner, "adapter_state")
+        state = call(learner, "trainable_state")
         for worker in workers:
-            call(worker, "set_adapter_state", state)
+            call(worker, "set_trainable_state", state)
         if step % config.save_every == 0 or step == config.steps:
             call(learner, "save", Path(checkpoint_dir))
         metrics.update(episode_metrics(trajectories))

@@ -6,6 +6,8 @@ network with the adapter switched off, so KL to the reference costs a forward pa
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 
 from envs.types import Trajectory
 from rl.algorithms import grpo_loss, token_logprobs
-from rollout.policy import LoraSettings, adapter_state, load_policy
+from rollout.policy import LoraSettings, is_lora, load_policy, trainable_state
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_id: int):
@@ -35,7 +37,7 @@ class Learner:
 
     Args:
         model_name: base model name or folder (``rollout.models.resolve_model``).
-        lora: adapter shape.
+        lora: adapter shape; None fine-tunes every weight and keeps a frozen copy as reference.
         lr: AdamW learning rate.
         adapter_dir: start from these adapter weights (e.g. the SFT result).
         num_threads: torch CPU threads.
@@ -44,27 +46,41 @@ class Learner:
         bf16: bfloat16 autocast for matmuls (weights and optimizer stay fp32).
     """
 
-    def __init__(self, *, model_name: str, lora: LoraSettings, lr: float, adapter_dir: str | Path | None = None,
+    def __init__(self, *, model_name: str, lora: LoraSettings | None, lr: float, adapter_dir: str | Path | None = None,
                  num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, bf16: bool = True):
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
         self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True)
         self.model.train()
+        self.reference = None
+        if not is_lora(self.model):
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0)
         self.max_grad_norm = max_grad_norm
         self.pad_id = self.tokenizer.pad_token_id
         self.bf16 = bf16
 
-    def _masked_logprobs(self, input_ids, attention, loss_mask, *, temperature: float = 1.0) -> torch.Tensor:
+    @contextlib.contextmanager
+    def _reference_model(self):
+        """The frozen reference: the base under the LoRA adapter, or the frozen copy."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.model.disable_adapter():
+                yield self.model
+
+    def _masked_logprobs(self, input_ids, attention, loss_mask, *, temperature: float = 1.0,
+                         model=None) -> torch.Tensor:
         """Log-probs of the masked tokens only, flat [N] in batch order.
 
         The vocabulary projection runs only where ``loss_mask`` is 1: with a 49k vocabulary it is a
         third of a small model's FLOPs, and most tokens of an episode are prompt and tool text.
         """
         select = loss_mask[:, 1:] > 0
-        language_model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        model = self.model if model is None else model
+        language_model = model.get_base_model() if hasattr(model, "get_base_model") else model
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             hidden = language_model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
             logits = language_model.get_output_embeddings()(hidden[:, :-1][select]).float()
@@ -107,8 +123,9 @@ class Learner:
             tokens_per_row = loss_mask[:, 1:].sum(dim=1).long()
             if int(tokens_per_row.sum()) == 0:
                 continue
-            with torch.no_grad(), self.model.disable_adapter():
-                ref_logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature)
+            with torch.no_grad(), self._reference_model() as reference:
+                ref_logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature,
+                                                 model=reference)
             logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature)
             row_advantages = torch.tensor(advantages[start : start + micro_batch_size], dtype=torch.float32)
             token_advantages = torch.repeat_interleave(row_advantages, tokens_per_row)
@@ -128,12 +145,12 @@ class Learner:
         metrics["perf/learner_tokens_per_s"] = seen_tokens / (time.perf_counter() - started)
         return metrics
 
-    def adapter_state(self) -> dict[str, torch.Tensor]:
-        """Current LoRA weights, for the rollout workers."""
-        return adapter_state(self.model)
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Current trained weights (LoRA, or all), for the rollout workers."""
+        return trainable_state(self.model)
 
     def save(self, path: str | Path) -> str:
-        """Saves the adapter (safetensors) and tokenizer; returns the folder."""
+        """Saves the adapter (or the full model) as safetensors, with the tokenizer; returns the folder."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)

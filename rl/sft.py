@@ -16,13 +16,13 @@ from rollout.chat import ChatFormat
 class SFTConfig:
     """Supervised fine-tuning on the teacher dataset."""
 
-    lr: float = 2e-4
+    lr: float = 3e-4
     """AdamW learning rate for the LoRA weights."""
-    epochs: int = 2
+    epochs: int = 1
     """Passes over the examples."""
     batch_size: int = 4
     """Episodes per optimizer step."""
-    max_examples: int = 96
+    max_examples: int = 160
     """Teacher episodes used (a seeded sample); on CPU, cost is tokens."""
     max_seq_len: int = 1024
     """Longer episodes are skipped, not cut (a cut episode teaches a broken format)."""

@@ -84,3 +84,14 @@ def map_actors(actors: Sequence[Any], method: str, items: Sequence[Any], **kwarg
             log.warning("worker %d died during %s (%s); retrying its shard on another", index, method, error)
             results.append(ray.get(getattr(live[0], method).remote(shards[index], **kwargs)))
     return [item for part in results for item in part]
+
+
+def map_actors_chunked(actors: Sequence[Any], method: str, items: Sequence[Any], *, chunk_size: int, desc: str,
+                       **kwargs: Any) -> list[Any]:
+    """``map_actors`` over consecutive chunks of ``items``, with a progress bar."""
+    from tqdm import tqdm
+
+    results: list[Any] = []
+    for start in tqdm(range(0, len(items), chunk_size), desc=desc, unit="chunk"):
+        results += map_actors(actors, method, list(items[start : start + chunk_size]), **kwargs)
+    return results

@@ -104,14 +104,14 @@ def _convert_smollm2(out: Path) -> None:
 
 
 def _build_tiny(out: Path) -> None:
-    """A random-init Llama with SmolLM2's tokenizer and chat template: fast, for tests and smoke runs."""
+    """A random-init 4-layer Llama with SmolLM2's tokenizer and chat template: fast, for tests and smoke runs."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = load_tokenizer(resolve_model(SMOLLM2))
     end_id = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         tie_word_embeddings=True, bos_token_id=1, eos_token_id=end_id,
         pad_token_id=tokenizer.convert_tokens_to_ids(PAD),

@@ -29,7 +29,8 @@ class LoraSettings:
 def load_policy(model_name: str, *, lora: LoraSettings | None, adapter_dir: str | Path | None = None,
                 trainable: bool = False, device: str = "cpu"):
     """Returns ``(model, tokenizer)``; with ``lora`` the model is a peft model (adapter from
-    ``adapter_dir`` if given, else freshly initialised, which leaves outputs unchanged)."""
+    ``adapter_dir`` if given, else freshly initialised, which leaves outputs unchanged). Without
+    ``lora`` the whole model is the policy, and ``adapter_dir`` may hold full fine-tuned weights."""
     from transformers import AutoModelForCausalLM
 
     model_dir = resolve_model(model_name)
@@ -47,6 +48,8 @@ def load_policy(model_name: str, *, lora: LoraSettings | None, adapter_dir: str 
             config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                 target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
             model = get_peft_model(model, config)
+    elif adapter_dir is not None:
+        set_trainable_state(model, load_checkpoint_state(adapter_dir))
     if not trainable:
         model.eval()
         for parameter in model.parameters():
@@ -54,14 +57,37 @@ def load_policy(model_name: str, *, lora: LoraSettings | None, adapter_dir: str 
     return model, tokenizer
 
 
-def adapter_state(model) -> dict[str, torch.Tensor]:
-    """The LoRA weights only (a few MB), detached on CPU: what the learner sends to rollout workers."""
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
+def is_lora(model) -> bool:
+    return hasattr(model, "disable_adapter")
 
 
-def set_adapter_state(model, state: dict[str, torch.Tensor]) -> None:
+def is_checkpoint(path: str | Path) -> bool:
+    """A folder saved by a Learner: a LoRA adapter or a full model."""
+    return (Path(path) / "adapter_config.json").is_file() or (Path(path) / "config.json").is_file()
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    """What the learner trains, detached on CPU: the LoRA weights (a few MB) or, for full
+    fine-tuning, every weight. This is what travels to the rollout workers."""
+    if is_lora(model):
+        from peft import get_peft_model_state_dict
+
+        state = get_peft_model_state_dict(model)
+    else:
+        state = model.state_dict()
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
+def set_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
+    if not is_lora(model):
+        result = model.load_state_dict(state, strict=False)
+        params = dict(model.named_parameters(remove_duplicate=False))
+        tied = {name for name, p in params.items() if any(p is params[o] for o in state if o in params and o != name)}
+        missing = [k for k in result.missing_keys if k not in tied]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"weights do not fit this policy: missing {missing[:3]}, "
+                             f"unexpected {result.unexpected_keys[:3]}")
+        return
     from peft import set_peft_model_state_dict
 
     result = set_peft_model_state_dict(model, state)
@@ -70,10 +96,12 @@ def set_adapter_state(model, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"adapter weights do not fit this policy: unexpected keys {unexpected[:3]}")
 
 
-def load_adapter_file(adapter_dir: str | Path) -> dict[str, torch.Tensor]:
+def load_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
+    """The trainable state saved in a Learner checkpoint folder (LoRA adapter or full model)."""
     from safetensors.torch import load_file
 
-    path = Path(adapter_dir) / "adapter_model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"no LoRA adapter weights at {path}")
-    return load_file(path)
+    folder = Path(checkpoint_dir)
+    for name in ("adapter_model.safetensors", "model.safetensors"):
+        if (folder / name).is_file():
+            return load_file(folder / name)
+    raise FileNotFoundError(f"no checkpoint weights in {folder} (adapter_model.safetensors or model.safetensors)")

@@ -6,10 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from envs.types import RecTask, Trajectory
-from rollout.actors import map_actors, spawn
+from rollout.actors import map_actors_chunked, spawn
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
 
@@ -51,11 +49,7 @@ def play_teacher(env_spec: EnvSpec, tasks: Sequence[RecTask], config: TeacherCon
     if config.num_workers <= 0:
         return TeacherWorker(*args).play(tasks)
     workers = spawn(TeacherWorker, config.num_workers, *args)
-    step = 32 * config.num_workers
-    trajectories: list[Trajectory] = []
-    for start in tqdm(range(0, len(tasks), step), desc="teacher episodes", unit="batch"):
-        trajectories += map_actors(workers, "play", list(tasks[start : start + step]))
-    return trajectories
+    return map_actors_chunked(workers, "play", tasks, chunk_size=32 * config.num_workers, desc="teacher episodes")
 
 
 def keep_hits(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> list[Trajectory]:

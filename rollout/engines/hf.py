@@ -30,15 +30,25 @@ class Generation:
 
 
 class HFEngine:
-    """Generates for many token-id prompts at once with any HF causal LM (optionally LoRA-wrapped)."""
+    """Generates for many token-id prompts at once with any HF causal LM (optionally LoRA-wrapped).
 
-    def __init__(self, model, tokenizer, *, stop_token_ids: list[int], max_batch_size: int = 16):
+    Args:
+        model: the causal LM, on its device.
+        tokenizer: its tokenizer (for the pad id).
+        stop_token_ids: tokens that end a turn (kept in the output).
+        max_batch_size: prompts per ``generate`` call; longer lists are split, shortest first.
+        static_cache: static KV cache with compiled decoding; default on for CUDA only.
+    """
+
+    def __init__(self, model, tokenizer, *, stop_token_ids: list[int], max_batch_size: int = 16,
+                 static_cache: bool | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.stop_token_ids = list(stop_token_ids)
         self.pad_id = tokenizer.pad_token_id
         self.max_batch_size = max_batch_size
         self.device = next(model.parameters()).device
+        self.static_cache = self.device.type == "cuda" if static_cache is None else static_cache
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams, *, seed: int | None = None) -> list[Generation]:
@@ -73,7 +83,7 @@ class HFEngine:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        if self.device.type == "cuda":
+        if self.static_cache:
             kwargs["cache_implementation"] = "static"
         out = self.model.generate(
             input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), **kwargs

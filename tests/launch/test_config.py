@@ -24,7 +24,7 @@ def test_overrides_win_and_keep_types():
     config = load_config(configs_dir() / "quickstart.yaml", ["grpo.steps=7", "env.tools=[item_cf]", "seed=3"])
     assert config.grpo.steps == 7 and config.env.tools == ["item_cf"] and config.seed == 3
     assert config.run_dir == "runs/quickstart"  # from the YAML
-    assert config.sft.lr == RunConfig().sft.lr  # a default the YAML does not touch
+    assert config.sft.batch_size == RunConfig().sft.batch_size  # a default the YAML does not touch
 
 
 @pytest.mark.parametrize(

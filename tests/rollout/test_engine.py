@@ -5,7 +5,7 @@ import torch
 
 from rollout.chat import ChatFormat
 from rollout.engines.hf import HFEngine, SamplingParams
-from rollout.policy import LoraSettings, adapter_state, load_policy, set_adapter_state
+from rollout.policy import LoraSettings, load_policy, set_trainable_state, trainable_state
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,14 @@ def test_greedy_is_deterministic_and_sampling_is_seeded(engine):
     assert first == [g.token_ids for g in engine.generate(prompts(chat), hot, seed=3)]
 
 
-def test_adapter_state_moves_between_policies(tiny_model_dir):
-    source, _ = load_policy(str(tiny_model_dir), lora=LoraSettings(r=4, alpha=8))
-    target, _ = load_policy(str(tiny_model_dir), lora=LoraSettings(r=4, alpha=8))
-    state = adapter_state(source)
-    assert state and all("lora" in k for k in state)
+@pytest.mark.parametrize("lora", [LoraSettings(r=4, alpha=8), None], ids=["lora", "full"])
+def test_trainable_state_moves_between_policies(tiny_model_dir, lora):
+    source, _ = load_policy(str(tiny_model_dir), lora=lora)
+    target, _ = load_policy(str(tiny_model_dir), lora=lora)
+    state = trainable_state(source)
+    assert state and all("lora" in k for k in state) == (lora is not None)
     changed = {k: v + 1.0 for k, v in state.items()}
-    set_adapter_state(target, changed)
-    assert all(torch.equal(adapter_state(target)[k], changed[k]) for k in changed)
-    with pytest.raises(ValueError, match="unexpected keys"):
-        set_adapter_state(target, {"not.a.lora.weight": torch.zeros(1)})
+    set_trainable_state(target, changed)
+    assert all(torch.equal(trainable_state(target)[k], changed[k]) for k in changed)
+    with pytest.raises(ValueError, match="unexpected"):
+        set_trainable_state(target, {**changed, "not.a.weight": torch.zeros(1)})

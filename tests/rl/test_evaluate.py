@@ -1,0 +1,39 @@
+"""Evaluation helpers: metrics of episodes and of baselines on the same tasks."""
+
+import pytest
+
+from envs.data import build_tasks, training_interactions
+from envs.tools import InteractionGraph
+from envs.types import Trajectory
+from rl.evaluate import baseline_metrics, format_table, trajectory_metrics
+
+
+def episode(rank, valid, calls):
+    return Trajectory(task_id="t", env_id="e", source="s", messages=[], actions=[], target_item_id="x",
+                      rank=rank, format_valid=valid, num_tool_calls=calls)
+
+
+def test_trajectory_metrics_by_hand():
+    metrics = trajectory_metrics([episode(1, True, 1), episode(4, True, 2), episode(None, False, 0)])
+    assert metrics["hr@1"] == pytest.approx(1 / 3)
+    assert metrics["hr@3"] == pytest.approx(1 / 3)
+    assert metrics["hr@5"] == pytest.approx(2 / 3)
+    assert metrics["hr_avg"] == pytest.approx((1 / 3 + 1 / 3 + 2 / 3) / 3)
+    assert metrics["mrr"] == pytest.approx((1 + 1 / 4) / 3)
+    assert metrics["format_rate"] == pytest.approx(2 / 3)
+    assert metrics["tool_calls"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        trajectory_metrics([])
+
+
+def test_baselines_on_the_same_tasks(synthetic_catalog):
+    tasks = build_tasks(synthetic_catalog, num_negatives=19, seed=0)
+    graph = InteractionGraph.from_interactions(training_interactions(synthetic_catalog.interactions, tasks))
+    random = baseline_metrics("random", tasks, graph, seed=0)
+    itemknn = baseline_metrics("itemknn", tasks, graph, seed=0)
+    assert itemknn["hr_avg"] > random["hr_avg"] + 0.2
+    assert random == baseline_metrics("random", tasks, graph, seed=0)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_metrics("oracle", tasks, graph, seed=0)
+    table = format_table({"random": random, "itemknn": itemknn})
+    assert table.splitlines()[0].split()[:3] == ["method", "hr@1", "hr@3"] and "itemknn" in table

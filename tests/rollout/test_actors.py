@@ -1,0 +1,57 @@
+"""Spreading work over Ray actors, and surviving a dead one."""
+
+import os
+
+import pytest
+
+from rollout.actors import call, map_actors, shard, spawn
+
+
+def make_doubler_class():
+    """Defined in a function so Ray ships the class by value (test modules are not importable there)."""
+
+    class Doubler:
+        def __init__(self, *, die_on_first_call: bool = False):
+            self.die = die_on_first_call
+
+        def double(self, items):
+            if self.die:
+                os._exit(1)  # a worker lost mid-task (OOM kill, node loss)
+            return [2 * i for i in items]
+
+        def pid(self):
+            return os.getpid()
+
+    return Doubler
+
+
+Doubler = make_doubler_class()
+
+
+def test_shard_is_contiguous_and_balanced():
+    assert shard(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert shard([1], 3) == [[1], [], []]
+
+
+def test_plain_objects_work_without_ray():
+    workers = [Doubler(), Doubler()]
+    assert map_actors(workers, "double", [1, 2, 3]) == [2, 4, 6]
+    assert call(workers[0], "double", [5]) == [10]
+
+
+@pytest.mark.integration
+def test_actors_run_in_their_own_processes(ray_local):
+    workers = spawn(make_doubler_class(), 2)
+    pids = {call(w, "pid") for w in workers}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert map_actors(workers, "double", list(range(5))) == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.integration
+def test_a_dead_worker_loses_no_results(ray_local):
+    doubler = make_doubler_class()
+    healthy = spawn(doubler, 1)[0]
+    doomed = spawn(doubler, 1, die_on_first_call=True)[0]
+    assert map_actors([doomed, healthy], "double", [1, 2, 3, 4]) == [2, 4, 6, 8]
+    with pytest.raises(RuntimeError, match="every double worker died"):
+        map_actors(spawn(doubler, 1, die_on_first_call=True), "double", [1])

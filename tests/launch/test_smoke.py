@@ -52,5 +52,8 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
                                       "target_item_id": "3"}) + "\n")
     assert main(["eval", "--tasks", str(tasks_file), f"run_dir={run_dir}", *SMOKE,
                  "eval.methods=[pop,teacher,student_sft]"]) == 0
-    report = json.loads((run_dir / "eval.json").read_text())
+    report = json.loads((run_dir / "eval.tasks.json").read_text())
     assert report["protocol"]["num_tasks"] == 1 and set(report["methods"]) == {"pop", "teacher", "student_sft"}
+    assert json.loads((run_dir / "eval.json").read_text())["protocol"]["num_tasks"] == 12  # kept
+    assert main(["eval", f"run_dir={run_dir}", *SMOKE, "eval.methods=[pop,oracle]"]) == 1
+    assert "unknown eval method(s) ['oracle']" in capsys.readouterr().err

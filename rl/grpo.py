@@ -74,6 +74,9 @@ def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: 
         if step % config.save_every == 0 or step == config.steps:
             call(learner, "save", Path(checkpoint_dir))
         metrics.update(episode_metrics(trajectories))
+        # Groups whose samples all scored the same teach nothing but the KL term.
+        metrics["rollout/uniform_group_frac"] = float(
+            (rewards.view(-1, config.group_size).std(dim=1, unbiased=False) == 0).float().mean())
         policy_tokens = sum(sum(t.loss_mask) for t in trajectories)
         metrics["perf/rollout_tokens_per_s"] = policy_tokens / max(rollout_seconds, 1e-9)
         metrics["perf/step_seconds"] = time.perf_counter() - started

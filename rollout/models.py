@@ -64,7 +64,7 @@ def load_tokenizer(model_dir: Path):
     """The tokenizer with ``<|endoftext|>`` as pad and left padding for batched generation."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, clean_up_tokenization_spaces=False)
     tokenizer.pad_token = PAD
     tokenizer.padding_side = "left"
     return tokenizer

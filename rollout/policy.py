@@ -32,7 +32,9 @@ def load_policy(model_name: str, *, lora: LoraSettings | None, adapter_dir: str 
     ``adapter_dir`` if given, else freshly initialised, which leaves outputs unchanged). Without
     ``lora`` the whole model is the policy, and ``adapter_dir`` may hold full fine-tuned weights."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per weight load and worker drowns our own progress
     model_dir = resolve_model(model_name)
     tokenizer = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device)

@@ -53,7 +53,7 @@ def test_grpo_driver_updates_syncs_and_checkpoints(tiny_model_dir, spec_and_task
     assert [s for s, _ in logged] == [1, 2] and len(history) == 2
     for metrics in history:
         for key in ("train/loss", "train/kl", "reward/format", "reward/tiered_hit", "reward/total",
-                    "perf/rollout_tokens_per_s"):
+                    "perf/rollout_tokens_per_s", "rollout/uniform_group_frac"):
             assert key in metrics and torch.isfinite(torch.tensor(metrics[key]))
     learned = learner.trainable_state()
     for worker in workers:  # every worker holds the learner's weights

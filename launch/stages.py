@@ -98,9 +98,14 @@ def stage_data(config: RunConfig) -> tuple[Catalog, list[RecTask], list[RecTask]
     """
     paths = RunPaths(Path(config.run_dir))
     catalog = load_catalog(config.data.dataset)
-    if paths.train_tasks.is_file() and paths.eval_tasks.is_file():
-        return catalog, load_tasks(paths.train_tasks), load_tasks(paths.eval_tasks)
     data = config.data
+    settings_path = paths.train_tasks.parent / "settings.json"
+    if paths.train_tasks.is_file() and paths.eval_tasks.is_file():
+        saved = json.loads(settings_path.read_text()) if settings_path.is_file() else None
+        if saved != asdict(data):
+            raise ValueError(f"the tasks in {settings_path.parent} were built with data settings {saved}, "
+                             f"not {asdict(data)}: use another run_dir or delete that folder")
+        return catalog, load_tasks(paths.train_tasks), load_tasks(paths.eval_tasks)
     eval_tasks = build_tasks(catalog, num_negatives=data.num_negatives, seed=data.seed, max_history=data.max_history)
     train_split, _ = leave_last_out(catalog.interactions)
     train_catalog = Catalog(f"{catalog.name}-train", catalog.users, catalog.items, train_split)
@@ -108,6 +113,7 @@ def stage_data(config: RunConfig) -> tuple[Catalog, list[RecTask], list[RecTask]
                               max_history=data.max_history, exclude=catalog.interactions)
     save_tasks(train_tasks, paths.train_tasks)
     save_tasks(eval_tasks, paths.eval_tasks)
+    settings_path.write_text(json.dumps(asdict(data)))
     return catalog, train_tasks, eval_tasks
 
 

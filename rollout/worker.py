@@ -49,7 +49,6 @@ class RolloutWorker:
                  max_batch_size: int = 16, max_context_tokens: int = 2048):
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.model_name = model_name
         self.model, tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir)
         self._base_weights = adapter_dir is None
         self.chat = ChatFormat(tokenizer)

@@ -67,3 +67,13 @@ def test_help_lists_the_stages(capsys):
     out = capsys.readouterr().out
     for command in ("data", "teach", "sft", "train", "eval", "quickstart"):
         assert command in out
+
+
+def test_tasks_are_reused_only_with_the_settings_they_were_built_with(tmp_path, capsys):
+    run_dir = f"run_dir={tmp_path}"
+    assert main(["data", run_dir, "data.dataset=synthetic", "logging.mode=disabled"]) == 0
+    first = (tmp_path / "data" / "eval_tasks.jsonl").read_text()
+    assert main(["data", run_dir, "data.dataset=synthetic", "logging.mode=disabled"]) == 0
+    assert (tmp_path / "data" / "eval_tasks.jsonl").read_text() == first
+    assert main(["data", run_dir, "data.dataset=synthetic", "data.num_negatives=9", "logging.mode=disabled"]) == 1
+    assert "built with data settings" in capsys.readouterr().err

@@ -206,7 +206,8 @@ class SequentialRecEnv(gym.Env):
         if not item_ids:
             turn_errors.append("empty <recommend>")
         # Unlisted candidates follow in the order they were shown, so partial rankings still rank.
-        ranking = listed + [i for i in candidates if i not in set(listed)] if listed else []
+        listed_set = set(listed)
+        ranking = listed + [i for i in candidates if i not in listed_set] if listed else []
         rank = ranking.index(self._task.target_item_id) + 1 if ranking else None
         parse_clean = not any(a.errors for a in self._actions)
         valid = bool(listed) and not turn_errors and parse_clean

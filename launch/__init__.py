@@ -1,0 +1,1 @@
+"""The command line, run configuration and the stages of a run."""

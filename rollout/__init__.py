@@ -1,0 +1,1 @@
+"""Generation engines, the multi-turn episode loop, rollout workers and their Ray actors."""

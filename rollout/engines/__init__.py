@@ -1,0 +1,1 @@
+"""Generation engines: Hugging Face transformers (CPU and CUDA)."""

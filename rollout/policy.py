@@ -84,7 +84,8 @@ def set_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
     if not is_lora(model):
         result = model.load_state_dict(state, strict=False)
         params = dict(model.named_parameters(remove_duplicate=False))
-        tied = {name for name, p in params.items() if any(p is params[o] for o in state if o in params and o != name)}
+        loaded = {id(params[name]) for name in state if name in params}
+        tied = {name for name, p in params.items() if id(p) in loaded}  # shared with a loaded weight
         missing = [k for k in result.missing_keys if k not in tied]
         if missing or result.unexpected_keys:
             raise ValueError(f"weights do not fit this policy: missing {missing[:3]}, "

@@ -11,8 +11,8 @@ SMOKE = [
     "env.tools=[user_cf]", "env.max_turns=3", "teacher.tools=[user_cf]", "teacher.num_recommend=2",
     "model.name=tiny-random", "model.lora_r=0",
     "sft.lr=0.005", "sft.epochs=20", "sft.max_examples=24", "sft.batch_size=4",
-    "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=48", "grpo.lr=0.0001",
-    "eval.num_tasks=12", "eval.max_new_tokens=48", "rollout.max_context_tokens=768",
+    "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=64", "grpo.lr=0.0001",
+    "eval.num_tasks=12", "eval.max_new_tokens=64", "rollout.max_context_tokens=768",
 ]
 
 

@@ -13,6 +13,10 @@ from rl.sft import SFTConfig
 from teachers.pipeline import TeacherConfig
 
 
+class ConfigError(ValueError):
+    """A config file or override that does not fit RunConfig."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Dataset and the leave-last-out protocol."""
@@ -57,6 +61,12 @@ class ModelConfig:
     """LoRA alpha."""
     lora_dropout: float = 0.0
     """LoRA dropout."""
+    device: str = "auto"
+    """Where the learner and the rollout workers run: auto (cuda when a GPU is visible), cpu, cuda."""
+
+    def __post_init__(self):
+        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"bad value for 'model.device': '{self.device}'; use auto, cpu or cuda")
 
 
 @dataclass(frozen=True)
@@ -113,10 +123,6 @@ class RunConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit RunConfig."""
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -23,7 +23,7 @@ from envs.types import Catalog, RecTask
 from launch.config import RunConfig
 from rollout.actors import call, map_actors_chunked, spawn
 from rollout.engines.hf import SamplingParams
-from rollout.policy import LoraSettings, is_checkpoint
+from rollout.policy import LoraSettings, is_checkpoint, resolve_device
 from rollout.worker import EnvSpec, RolloutWorker
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
@@ -76,6 +76,15 @@ def lora_settings(config: RunConfig) -> LoraSettings | None:
     if config.model.lora_r <= 0:
         return None
     return LoraSettings(r=config.model.lora_r, alpha=config.model.lora_alpha, dropout=config.model.lora_dropout)
+
+
+def gpu_share(config: RunConfig) -> float:
+    """GPUs per Ray actor: the rollout workers and the learner share what the machine has."""
+    import torch
+
+    if resolve_device(config.model.device) == "cpu":
+        return 0.0
+    return min(1.0, torch.cuda.device_count() / (max(config.rollout.num_workers, 0) + 1))
 
 
 def env_spec(config: RunConfig, catalog: Catalog, tasks: list[RecTask]) -> EnvSpec:
@@ -147,7 +156,8 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
 
     paths = RunPaths(Path(config.run_dir))
     trajectories = read_dataset(paths.teacher_dataset)
-    learner = Learner(model_name=config.model.name, lora=lora_settings(config), lr=config.sft.lr, seed=config.seed)
+    learner = Learner(model_name=config.model.name, lora=lora_settings(config), lr=config.sft.lr, seed=config.seed,
+                      device=resolve_device(config.model.device))
     examples = sft_examples(trajectories, ChatFormat(learner.tokenizer), max_seq_len=config.sft.max_seq_len,
                             max_examples=config.sft.max_examples, seed=config.seed)
     losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
@@ -160,10 +170,11 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
 def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | None) -> list:
     """Rollout workers as Ray actors (or one in-process worker when ``rollout.num_workers=0``)."""
     kwargs = dict(model_name=config.model.name, env_spec=spec, lora=lora_settings(config), adapter_dir=adapter_dir,
-                  max_batch_size=config.rollout.max_batch_size, max_context_tokens=config.rollout.max_context_tokens)
+                  max_batch_size=config.rollout.max_batch_size, max_context_tokens=config.rollout.max_context_tokens,
+                  device=resolve_device(config.model.device))
     if config.rollout.num_workers <= 0:
         return [RolloutWorker(**kwargs)]
-    return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, **kwargs)
+    return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, num_gpus=gpu_share(config), **kwargs)
 
 
 def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, float]]:
@@ -180,12 +191,13 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
     spec = env_spec(config, catalog, train_tasks)
     workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
     learner_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr,
-                          adapter_dir=paths.sft_adapter, seed=config.seed)
+                          adapter_dir=paths.sft_adapter, seed=config.seed, device=resolve_device(config.model.device))
     if config.rollout.num_workers <= 0:
         learner = Learner(**learner_kwargs)
     else:
         # Workers idle while the learner updates, so it may use every core.
-        learner = spawn(Learner, 1, num_cpus=1, num_threads=os.cpu_count(), **learner_kwargs)[0]
+        learner = spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(),
+                        **learner_kwargs)[0]
     history = train_grpo(learner=learner, workers=workers, tasks=train_tasks, config=config.grpo,
                          seed=config.seed, checkpoint_dir=paths.grpo_adapter, log=log)
     shutil.copytree(paths.grpo_adapter, paths.final_adapter, dirs_exist_ok=True)

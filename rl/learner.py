@@ -20,8 +20,9 @@ from rl.algorithms import grpo_loss, token_logprobs
 from rollout.policy import LoraSettings, is_lora, load_policy, trainable_state
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_id: int):
-    """Right-pads to ``(input_ids, attention_mask, loss_mask)`` tensors of shape [B, T]."""
+def pad_batch(sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_id: int, *,
+              device: torch.device | str = "cpu"):
+    """Right-pads to ``(input_ids, attention_mask, loss_mask)`` tensors of shape [B, T] on ``device``."""
     width = max(len(s) for s in sequences)
     input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -30,7 +31,7 @@ def pad_batch(sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]
         input_ids[row, : len(ids)] = torch.tensor(ids)
         attention[row, : len(ids)] = 1
         loss_mask[row, : len(mask)] = torch.tensor(mask, dtype=torch.float32)
-    return input_ids, attention, loss_mask
+    return input_ids.to(device), attention.to(device), loss_mask.to(device)
 
 
 class Learner:
@@ -45,14 +46,18 @@ class Learner:
         max_grad_norm: gradient clipping.
         seed: torch seed.
         bf16: bfloat16 autocast for matmuls (weights and optimizer stay fp32).
+        device: ``cpu`` or ``cuda``; the weights it hands out are always on the CPU.
     """
 
     def __init__(self, *, model_name: str, lora: LoraSettings | None, lr: float, adapter_dir: str | Path | None = None,
-                 num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, bf16: bool = True):
+                 num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, bf16: bool = True,
+                 device: str = "cpu"):
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
-        self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True)
+        self.device = torch.device(device)
+        self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True,
+                                                 device=device)
         self.model.train()
         self.reference = None
         if not is_lora(self.model):
@@ -82,7 +87,7 @@ class Learner:
         select = loss_mask[:, 1:] > 0
         model = self.model if model is None else model
         language_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             hidden = language_model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
             logits = language_model.get_output_embeddings()(hidden[:, :-1][select]).float()
         if temperature != 1.0:
@@ -92,7 +97,7 @@ class Learner:
     def sft_step(self, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]) -> dict[str, float]:
         """One optimizer step of masked next-token cross-entropy (assistant tokens only)."""
         started = time.perf_counter()
-        input_ids, attention, loss_mask = pad_batch(sequences, masks, self.pad_id)
+        input_ids, attention, loss_mask = pad_batch(sequences, masks, self.pad_id, device=self.device)
         loss = -self._masked_logprobs(input_ids, attention, loss_mask).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -120,7 +125,7 @@ class Learner:
         for start in range(0, len(trajectories), micro_batch_size):
             part = trajectories[start : start + micro_batch_size]
             input_ids, attention, loss_mask = pad_batch([t.token_ids for t in part], [t.loss_mask for t in part],
-                                                        self.pad_id)
+                                                        self.pad_id, device=self.device)
             tokens_per_row = loss_mask[:, 1:].sum(dim=1).long()
             if int(tokens_per_row.sum()) == 0:
                 continue
@@ -128,7 +133,8 @@ class Learner:
                 ref_logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature,
                                                  model=reference)
             logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature)
-            row_advantages = torch.tensor(advantages[start : start + micro_batch_size], dtype=torch.float32)
+            row_advantages = torch.tensor(advantages[start : start + micro_batch_size], dtype=torch.float32,
+                                          device=self.device)
             token_advantages = torch.repeat_interleave(row_advantages, tokens_per_row)
             flat = lambda x: x.unsqueeze(0)  # noqa: E731 - one row holding every masked token
             loss, metrics = grpo_loss(flat(logp), flat(logp.detach()), flat(ref_logp), flat(token_advantages),

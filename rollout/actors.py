@@ -23,12 +23,13 @@ def init_ray(*, address: str | None = None) -> None:
         ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True)
 
 
-def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, **kwargs: Any) -> list:
-    """Starts ``count`` actors of a plain role class (which stays usable without Ray)."""
+def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> list:
+    """Starts ``count`` actors of a plain role class (which stays usable without Ray); ``num_gpus``
+    may be a fraction, so several roles share one GPU."""
     import ray
 
     init_ray()
-    remote_cls = ray.remote(num_cpus=num_cpus, max_restarts=0)(cls)
+    remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
     return [remote_cls.remote(*args, **kwargs) for _ in range(count)]
 
 

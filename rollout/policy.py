@@ -59,6 +59,21 @@ def load_policy(model_name: str, *, lora: LoraSettings | None, adapter_dir: str 
     return model, tokenizer
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` is ``cuda`` when a GPU is visible, else ``cpu``; anything else is checked and kept.
+
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' was asked for, but torch sees no CUDA GPU; use device=cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device '{device}'; use auto, cpu or cuda")
+    return device
+
+
 def is_lora(model) -> bool:
     return hasattr(model, "disable_adapter")
 

@@ -42,14 +42,15 @@ class RolloutWorker:
         num_threads: torch CPU threads for this worker.
         max_batch_size: prompts per generate call.
         max_context_tokens: an episode is cut when its context would exceed this.
+        device: ``cpu`` or ``cuda`` (static KV cache and compiled decoding there).
     """
 
     def __init__(self, *, model_name: str, env_spec: EnvSpec, lora: LoraSettings | None = None,
                  adapter_dir: str | Path | None = None, num_threads: int | None = None,
-                 max_batch_size: int = 16, max_context_tokens: int = 2048):
+                 max_batch_size: int = 16, max_context_tokens: int = 2048, device: str = "cpu"):
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.model, tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir)
+        self.model, tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, device=device)
         self._base_weights = adapter_dir is None
         self.chat = ChatFormat(tokenizer)
         self.engine = HFEngine(self.model, tokenizer, stop_token_ids=[self.chat.end_of_turn_id],

@@ -34,6 +34,7 @@ def test_overrides_win_and_keep_types():
         (["nonsense=1"], "unknown config key 'nonsense'"),
         (["grpo.steps=many"], "bad value for 'grpo.steps'"),
         (["grpo.steps"], "must look like key=value"),
+        (["model.device=tpu"], "bad value for 'model.device': 'tpu'"),
     ],
 )
 def test_bad_overrides_are_named(overrides, message):

@@ -99,7 +99,12 @@ def test_grpo_step_rejects_a_batch_without_policy_tokens(tiny_model_dir, spec_an
     assert episode_metrics([trajectory])["rollout/format_rate"] == 0.0
 
 
-def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path):
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                         reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path, device):
     """The whole loop (rollout, score, advantages, update, sync) on one task: after a short SFT on
     both orders of two candidates the policy is noisy (it repeats ids, swaps them, breaks tags);
     GRPO must raise the reward of what it samples."""
@@ -107,7 +112,7 @@ def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, 
     spec = EnvSpec(spec.env_id, spec.catalog, spec.graph, {"max_turns": 1})
     task = tasks[0]
     other = next(i for i in task.candidate_item_ids if i != task.target_item_id)
-    sft = Learner(model_name=str(tiny_model_dir), lora=None, lr=3e-3, seed=0)
+    sft = Learner(model_name=str(tiny_model_dir), lora=None, lr=3e-3, seed=0, device=device)
     chat = ChatFormat(sft.tokenizer)
     arms = []
     for first, second in ((task.target_item_id, other), (other, task.target_item_id)):
@@ -119,9 +124,10 @@ def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, 
         sft.sft_step([ids for ids, _ in arms], [mask for _, mask in arms])
     sft.save(tmp_path / "sft")
 
-    learner = Learner(model_name=str(tiny_model_dir), lora=None, lr=3e-4, adapter_dir=tmp_path / "sft", seed=0)
-    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, adapter_dir=tmp_path / "sft")
-               for _ in range(2)]
+    learner = Learner(model_name=str(tiny_model_dir), lora=None, lr=3e-4, adapter_dir=tmp_path / "sft", seed=0,
+                      device=device)
+    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, adapter_dir=tmp_path / "sft",
+                             device=device) for _ in range(2)]
     params = SamplingParams(max_new_tokens=16, temperature=1.0)
 
     def sampled_reward():

@@ -5,7 +5,7 @@ import torch
 
 from rollout.chat import ChatFormat
 from rollout.engines.hf import HFEngine, SamplingParams
-from rollout.policy import LoraSettings, load_policy, set_trainable_state, trainable_state
+from rollout.policy import LoraSettings, load_policy, resolve_device, set_trainable_state, trainable_state
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +64,13 @@ def test_trainable_state_moves_between_policies(tiny_model_dir, lora):
     assert all(torch.equal(trainable_state(target)[k], changed[k]) for k in changed)
     with pytest.raises(ValueError, match="unexpected"):
         set_trainable_state(target, {**changed, "not.a.weight": torch.zeros(1)})
+
+
+def test_devices_are_resolved_or_refused():
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU; use device=cpu"):
+            resolve_device("cuda")

@@ -96,9 +96,12 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
         if command in ("train", "quickstart"):
             offset = step
             history = stages.stage_train(config, log=log)
-            step += len(history)
-            print(f"[train] {len(history)} GRPO steps, reward {history[0]['reward/total']:.3f} -> "
-                  f"{history[-1]['reward/total']:.3f}")
+            step += config.grpo.steps  # GRPO logs its own step numbers, also when it resumes
+            if history:
+                print(f"[train] {len(history)} GRPO steps, reward {history[0]['reward/total']:.3f} -> "
+                      f"{history[-1]['reward/total']:.3f}")
+            else:
+                print(f"[train] nothing to do: the checkpoint already has grpo.steps={config.grpo.steps}")
         if command in ("eval", "quickstart"):
             report = stages.stage_eval(config, tasks_file=tasks_file)
             methods = report["methods"]

@@ -23,7 +23,7 @@ from envs.types import Catalog, RecTask
 from launch.config import RunConfig
 from rollout.actors import call, map_actors_chunked, spawn
 from rollout.engines.hf import SamplingParams
-from rollout.policy import LoraSettings, is_checkpoint, resolve_device
+from rollout.policy import LoraSettings, checkpoint_fingerprint, is_checkpoint, resolve_device
 from rollout.worker import EnvSpec, RolloutWorker
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
@@ -177,11 +177,39 @@ def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | Non
     return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, num_gpus=gpu_share(config), **kwargs)
 
 
+def grpo_learner(config: RunConfig, *, start_dir: Path, reference_dir: Path):
+    """The GRPO learner: a Ray actor (or in-process when ``rollout.num_workers=0``)."""
+    from rl.learner import Learner
+
+    kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr, adapter_dir=start_dir,
+                  reference_dir=reference_dir, seed=config.seed, device=resolve_device(config.model.device))
+    if config.rollout.num_workers <= 0:
+        return Learner(**kwargs)
+    # Workers idle while the learner updates, so it may use every core.
+    return spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(), **kwargs)[0]
+
+
+def resume_step(paths: RunPaths, sft_fingerprint: str) -> int:
+    """The step of a GRPO checkpoint that started from this SFT adapter, else 0 (start over)."""
+    from rl.grpo import read_trainer_state
+
+    state = read_trainer_state(paths.grpo_adapter)
+    if state is None or not is_checkpoint(paths.grpo_adapter):
+        return 0
+    if state.get("sft") != sft_fingerprint:
+        print(f"[train] starting over: the checkpoint in {paths.grpo_adapter} grew from another SFT adapter")
+        return 0
+    return int(state["step"])
+
+
 def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, float]]:
-    """GRPO from the SFT adapter with a learner actor and rollout workers; saves the final adapter."""
+    """GRPO from the SFT adapter with a learner actor and rollout workers; saves the final adapter.
+
+    A GRPO checkpoint of an interrupted run from the same SFT adapter is resumed, not overwritten.
+    """
     import shutil
 
-    from rl.grpo import train_grpo
+    from rl.grpo import TRAINER_STATE, train_grpo
     from rl.learner import Learner
 
     paths = RunPaths(Path(config.run_dir))
@@ -189,18 +217,23 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
         raise FileNotFoundError(f"no SFT adapter at {paths.sft_adapter}: run `recrl sft` first")
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks)
-    workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
-    learner_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr,
-                          adapter_dir=paths.sft_adapter, seed=config.seed, device=resolve_device(config.model.device))
-    if config.rollout.num_workers <= 0:
-        learner = Learner(**learner_kwargs)
-    else:
-        # Workers idle while the learner updates, so it may use every core.
-        learner = spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(),
-                        **learner_kwargs)[0]
-    history = train_grpo(learner=learner, workers=workers, tasks=train_tasks, config=config.grpo,
-                         seed=config.seed, checkpoint_dir=paths.grpo_adapter, log=log)
-    shutil.copytree(paths.grpo_adapter, paths.final_adapter, dirs_exist_ok=True)
+    sft_fingerprint = checkpoint_fingerprint(paths.sft_adapter)
+    start_step = min(resume_step(paths, sft_fingerprint), config.grpo.steps)
+    history = []
+    if start_step < config.grpo.steps:
+        if start_step:
+            print(f"[train] resuming after step {start_step} of {config.grpo.steps} from {paths.grpo_adapter} "
+                  "(delete that folder to start over)")
+        start_dir = paths.grpo_adapter if start_step else paths.sft_adapter
+        workers = rollout_workers(config, spec, adapter_dir=start_dir)
+        learner = grpo_learner(config, start_dir=start_dir, reference_dir=paths.sft_adapter)
+        if start_step:
+            call(learner, "load_optimizer", start_dir)
+        history = train_grpo(learner=learner, workers=workers, tasks=train_tasks, config=config.grpo,
+                             seed=config.seed, checkpoint_dir=paths.grpo_adapter, log=log, start_step=start_step,
+                             checkpoint_info={"sft": sft_fingerprint})
+    shutil.copytree(paths.grpo_adapter, paths.final_adapter, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(Learner.OPTIMIZER_FILE, TRAINER_STATE))
     return history
 
 

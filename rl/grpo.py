@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -45,17 +46,33 @@ class GRPOConfig:
     """Checkpoint the adapter every this many steps."""
 
 
+TRAINER_STATE = "trainer_state.json"
+
+
+def read_trainer_state(checkpoint_dir: str | Path) -> dict | None:
+    """What ``train_grpo`` wrote next to its last checkpoint (``{"step": ..., **checkpoint_info}``)."""
+    path = Path(checkpoint_dir) / TRAINER_STATE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: GRPOConfig, seed: int,
-               checkpoint_dir: str | Path, log: Callable[[dict, int], None] | None = None) -> list[dict[str, float]]:
-    """Runs ``config.steps`` GRPO updates and returns each step's metrics.
+               checkpoint_dir: str | Path, log: Callable[[dict, int], None] | None = None, start_step: int = 0,
+               checkpoint_info: dict | None = None) -> list[dict[str, float]]:
+    """Runs GRPO updates ``start_step + 1 .. config.steps`` and returns each step's metrics.
 
     Each step: sample tasks, roll out groups on the workers, score, compute group-normalised
-    advantages, update the learner, push the new adapter to every worker, checkpoint, log.
+    advantages, update the learner, push the new weights to every worker, checkpoint, log.
+    A checkpoint holds the weights, the optimizer state and ``trainer_state.json`` (the step and
+    ``checkpoint_info``); resuming from it (learner and workers loaded from it, ``start_step`` its
+    step) draws the same tasks as an uninterrupted run.
     """
     rng = random.Random(seed)
+    for _ in range(start_step):
+        rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
     params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
     history = []
-    for step in tqdm(range(1, config.steps + 1), desc="grpo", unit="step"):
+    steps = range(start_step + 1, config.steps + 1)
+    for step in tqdm(steps, desc="grpo", unit="step", initial=start_step, total=config.steps):
         started = time.perf_counter()
         batch_tasks = rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
         trajectories: list[Trajectory] = map_actors(
@@ -72,7 +89,9 @@ def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: 
         for worker in workers:
             call(worker, "set_trainable_state", state)
         if step % config.save_every == 0 or step == config.steps:
-            call(learner, "save", Path(checkpoint_dir))
+            call(learner, "save", Path(checkpoint_dir), with_optimizer=True)
+            trainer_state = {"step": step, **(checkpoint_info or {})}
+            (Path(checkpoint_dir) / TRAINER_STATE).write_text(json.dumps(trainer_state))
         metrics.update(episode_metrics(trajectories))
         # Groups whose samples all scored the same teach nothing but the KL term.
         metrics["rollout/uniform_group_frac"] = float(

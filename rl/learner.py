@@ -2,7 +2,8 @@
 
 A plain class (a Ray actor in the driver). With LoRA the frozen reference policy is the same
 network with the adapter switched off (the base model), so KL to the reference costs a forward
-pass, not a model copy; with full fine-tuning it is a frozen copy of the starting weights.
+pass, not a model copy; with full fine-tuning it is a frozen copy of the starting weights (or of
+``reference_dir``, when training resumes from a later checkpoint).
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ class Learner:
         seed: torch seed.
         bf16: bfloat16 autocast for matmuls (weights and optimizer stay fp32).
         device: ``cpu`` or ``cuda``; the weights it hands out are always on the CPU.
+        reference_dir: full fine-tuning only: the KL reference's weights (default: the starting ones).
     """
+
+    OPTIMIZER_FILE = "optimizer.pt"
 
     def __init__(self, *, model_name: str, lora: LoraSettings | None, lr: float, adapter_dir: str | Path | None = None,
                  num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, bf16: bool = True,
-                 device: str = "cpu"):
+                 device: str = "cpu", reference_dir: str | Path | None = None):
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
@@ -60,7 +64,9 @@ class Learner:
                                                  device=device)
         self.model.train()
         self.reference = None
-        if not is_lora(self.model):
+        if not is_lora(self.model) and reference_dir is not None:
+            self.reference, _ = load_policy(model_name, lora=None, adapter_dir=reference_dir, device=device)
+        elif not is_lora(self.model):
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0)
@@ -156,10 +162,20 @@ class Learner:
         """Current trained weights (LoRA, or all), for the rollout workers."""
         return trainable_state(self.model)
 
-    def save(self, path: str | Path) -> str:
-        """Saves the adapter (or the full model) as safetensors, with the tokenizer; returns the folder."""
+    def save(self, path: str | Path, *, with_optimizer: bool = False) -> str:
+        """Saves the adapter (or the full model) as safetensors, with the tokenizer, and optionally
+        the optimizer state (to resume training); returns the folder."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+        if with_optimizer:
+            torch.save(self.optimizer.state_dict(), path / self.OPTIMIZER_FILE)
         return str(path)
+
+    def load_optimizer(self, path: str | Path) -> None:
+        """Restores the optimizer state saved with ``save(..., with_optimizer=True)``."""
+        file = Path(path) / self.OPTIMIZER_FILE
+        if not file.is_file():
+            raise FileNotFoundError(f"no optimizer state in {path} ({self.OPTIMIZER_FILE} missing)")
+        self.optimizer.load_state_dict(torch.load(file, map_location=self.device))

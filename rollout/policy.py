@@ -59,6 +59,10 @@ def load_policy(model_name: str, *, lora: LoraSettings | None, adapter_dir: str 
     return model, tokenizer
 
 
+WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")
+"""What a Learner checkpoint keeps its weights in: a LoRA adapter, or the full model."""
+
+
 def resolve_device(device: str) -> str:
     """``auto`` is ``cuda`` when a GPU is visible, else ``cpu``; anything else is checked and kept.
 
@@ -114,12 +118,27 @@ def set_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"adapter weights do not fit this policy: unexpected keys {unexpected[:3]}")
 
 
+def checkpoint_fingerprint(checkpoint_dir: str | Path) -> str:
+    """SHA-256 of a checkpoint's weights file: tells whether two runs started from the same weights."""
+    import hashlib
+
+    folder = Path(checkpoint_dir)
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            digest = hashlib.sha256()
+            with (folder / name).open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            return digest.hexdigest()
+    raise FileNotFoundError(f"no checkpoint weights in {folder} ({' or '.join(WEIGHT_FILES)})")
+
+
 def load_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
     """The trainable state saved in a Learner checkpoint folder (LoRA adapter or full model)."""
     from safetensors.torch import load_file
 
     folder = Path(checkpoint_dir)
-    for name in ("adapter_model.safetensors", "model.safetensors"):
+    for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return load_file(folder / name)
-    raise FileNotFoundError(f"no checkpoint weights in {folder} (adapter_model.safetensors or model.safetensors)")
+    raise FileNotFoundError(f"no checkpoint weights in {folder} ({' or '.join(WEIGHT_FILES)})")

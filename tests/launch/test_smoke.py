@@ -5,6 +5,7 @@ import json
 import pytest
 
 from launch.cli import main
+from rl.grpo import read_trainer_state
 
 SMOKE = [
     "data.dataset=synthetic", "data.num_negatives=4",
@@ -58,3 +59,12 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     assert json.loads((run_dir / "eval.json").read_text())["protocol"]["num_tasks"] == 12  # kept
     assert main(["eval", f"run_dir={run_dir}", *SMOKE, "eval.methods=[pop,oracle]"]) == 1
     assert "unknown eval method(s) ['oracle']" in capsys.readouterr().err
+
+    # More GRPO steps continue from the checkpoint instead of starting over.
+    assert main(["train", f"run_dir={run_dir}", *SMOKE, "grpo.steps=3"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming after step 2 of 3" in out and "[train] 1 GRPO steps" in out
+    assert read_trainer_state(run_dir / "grpo" / "adapter")["step"] == 3
+    assert main(["train", f"run_dir={run_dir}", *SMOKE, "grpo.steps=3"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert not (run_dir / "adapter" / "optimizer.pt").exists()  # the final adapter is only weights

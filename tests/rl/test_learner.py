@@ -8,7 +8,7 @@ import torch
 from envs.data import build_tasks, training_interactions
 from envs.tools import InteractionGraph
 from rewards.compose import REWARD_FUNCTIONS, register_reward
-from rl.grpo import GRPOConfig, episode_metrics, train_grpo
+from rl.grpo import GRPOConfig, episode_metrics, read_trainer_state, train_grpo
 from rl.learner import Learner, pad_batch
 from rollout.chat import ChatFormat
 from rollout.engines.hf import SamplingParams
@@ -65,6 +65,50 @@ def test_grpo_driver_updates_syncs_and_checkpoints(tiny_model_dir, spec_and_task
     fresh = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora)
     fresh.load_checkpoint(tmp_path / "ckpt")  # the checkpoint restores the same policy
     assert all(torch.equal(learned[k], trainable_state(fresh.model)[k]) for k in learned)
+
+
+class RecordingWorker(RolloutWorker):
+    """A real worker that also notes which tasks it was asked to play."""
+
+    def __init__(self, drawn, **kwargs):
+        super().__init__(**kwargs)
+        self.drawn = drawn
+
+    def rollout(self, tasks, *args, **kwargs):
+        self.drawn.append(sorted({t.task_id for t in tasks}))
+        return super().rollout(tasks, *args, **kwargs)
+
+
+def test_grpo_resumes_where_its_checkpoint_stopped(tiny_model_dir, spec_and_tasks, tmp_path):
+    spec, tasks = spec_and_tasks
+
+    def run(steps, *, start_step=0, start_dir=None, checkpoint_dir):
+        drawn = []
+        learner = Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, adapter_dir=start_dir, seed=0)
+        if start_step:
+            learner.load_optimizer(start_dir)
+        worker = RecordingWorker(drawn, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, adapter_dir=start_dir)
+        config = GRPOConfig(steps=steps, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0)
+        history = train_grpo(learner=learner, workers=[worker], tasks=tasks, config=config, seed=0,
+                             checkpoint_dir=checkpoint_dir, start_step=start_step, checkpoint_info={"sft": "abc"})
+        return drawn, history, learner
+
+    uninterrupted, _, _ = run(3, checkpoint_dir=tmp_path / "full")
+    first, _, stopped = run(2, checkpoint_dir=tmp_path / "ckpt")
+    assert read_trainer_state(tmp_path / "ckpt") == {"step": 2, "sft": "abc"}
+    assert first == uninterrupted[:2]
+
+    resumed_learner = Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, adapter_dir=tmp_path / "ckpt")
+    resumed_learner.load_optimizer(tmp_path / "ckpt")
+    saved, loaded = stopped.optimizer.state_dict()["state"], resumed_learner.optimizer.state_dict()["state"]
+    assert saved.keys() == loaded.keys() and all(
+        torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"]) for k in saved)
+
+    rest, history, _ = run(3, start_step=2, start_dir=tmp_path / "ckpt", checkpoint_dir=tmp_path / "ckpt")
+    assert rest == uninterrupted[2:] and len(history) == 1
+    assert read_trainer_state(tmp_path / "ckpt") == {"step": 3, "sft": "abc"}
+    with pytest.raises(FileNotFoundError, match="optimizer.pt missing"):
+        resumed_learner.load_optimizer(tmp_path / "full" / "nowhere")
 
 
 @pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])

@@ -101,7 +101,8 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
                 print(f"[train] {len(history)} GRPO steps, reward {history[0]['reward/total']:.3f} -> "
                       f"{history[-1]['reward/total']:.3f}")
             else:
-                print(f"[train] nothing to do: the checkpoint already has grpo.steps={config.grpo.steps}")
+                print(f"[train] nothing to do: {stages.RunPaths(run_dir).grpo_adapter} already holds "
+                      f"grpo.steps={config.grpo.steps} from this SFT adapter (delete it to train again)")
         if command in ("eval", "quickstart"):
             report = stages.stage_eval(config, tasks_file=tasks_file)
             methods = report["methods"]

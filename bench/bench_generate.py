@@ -58,7 +58,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = smollm2_architecture().to(device=device, dtype=dtype)
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
-    print(f"| device | batch | dynamic tok/s | static tok/s | static / dynamic |\n|---|---|---|---|---|")
+    print("| device | batch | dynamic tok/s | static tok/s | static / dynamic |\n|---|---|---|---|---|")
     for batch_size in args.batch_sizes:
         rates = {}
         for static in (False, True):

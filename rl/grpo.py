@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from envs.types import RecTask, Trajectory
 from rl.algorithms import grpo_advantages
-from rollout.actors import call, map_actors
+from rollout.actors import broadcast, call, map_actors
 from rollout.engines.hf import SamplingParams
 
 
@@ -85,9 +85,7 @@ def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: 
         metrics = call(learner, "grpo_step", trajectories, advantages.tolist(), clip_eps=config.clip_eps,
                        kl_coef=config.kl_coef, temperature=config.temperature,
                        micro_batch_size=config.micro_batch_size)
-        state = call(learner, "trainable_state")
-        for worker in workers:
-            call(worker, "set_trainable_state", state)
+        workers = broadcast(workers, "set_trainable_state", call(learner, "trainable_state"))
         if step % config.save_every == 0 or step == config.steps:
             call(learner, "save", Path(checkpoint_dir), with_optimizer=True)
             trainer_state = {"step": step, **(checkpoint_info or {})}

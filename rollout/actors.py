@@ -87,6 +87,32 @@ def map_actors(actors: Sequence[Any], method: str, items: Sequence[Any], **kwarg
     return [item for part in results for item in part]
 
 
+def broadcast(actors: Sequence[Any], method: str, *args: Any, **kwargs: Any) -> list[Any]:
+    """Calls ``actor.method(*args, **kwargs)`` on every actor (e.g. to push new weights) and returns
+    the actors still alive: a dead Ray actor is dropped with a warning, so the run goes on with the
+    rest; if none is left, a RuntimeError says so. Arguments are stored once, not once per actor."""
+    if not any(is_actor(a) for a in actors):
+        for actor in actors:
+            getattr(actor, method)(*args, **kwargs)
+        return list(actors)
+    import ray
+    from ray.exceptions import RayActorError
+
+    args = tuple(ray.put(arg) for arg in args)
+    refs = [getattr(actor, method).remote(*args, **kwargs) for actor in actors]
+    live, last_error = [], None
+    for index, (actor, ref) in enumerate(zip(actors, refs)):
+        try:
+            ray.get(ref)
+            live.append(actor)
+        except RayActorError as error:
+            last_error = error
+            log.warning("worker %d died during %s (%s); going on without it", index, method, error)
+    if not live:
+        raise RuntimeError(f"every {method} worker died; last error: {last_error}") from last_error
+    return live
+
+
 def map_actors_chunked(actors: Sequence[Any], method: str, items: Sequence[Any], *, chunk_size: int, desc: str,
                        **kwargs: Any) -> list[Any]:
     """``map_actors`` over consecutive chunks of ``items``, with a progress bar."""

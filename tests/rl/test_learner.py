@@ -7,9 +7,9 @@ import torch
 
 from envs.data import build_tasks, training_interactions
 from envs.tools import InteractionGraph
-from rewards.compose import REWARD_FUNCTIONS, register_reward
 from rl.grpo import GRPOConfig, episode_metrics, read_trainer_state, train_grpo
 from rl.learner import Learner, pad_batch
+from rollout.actors import spawn
 from rollout.chat import ChatFormat
 from rollout.engines.hf import SamplingParams
 from rollout.policy import LoraSettings, trainable_state
@@ -65,6 +65,21 @@ def test_grpo_driver_updates_syncs_and_checkpoints(tiny_model_dir, spec_and_task
     fresh = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora)
     fresh.load_checkpoint(tmp_path / "ckpt")  # the checkpoint restores the same policy
     assert all(torch.equal(learned[k], trainable_state(fresh.model)[k]) for k in learned)
+
+
+@pytest.mark.integration
+def test_grpo_goes_on_when_a_rollout_worker_dies(tiny_model_dir, spec_and_tasks, tmp_path, ray_local):
+    import ray
+
+    spec, tasks = spec_and_tasks
+    learner = Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-3, seed=0)
+    workers = spawn(RolloutWorker, 2, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA)
+    ray.kill(workers[1])
+    config = GRPOConfig(steps=2, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0)
+    history = train_grpo(learner=learner, workers=workers, tasks=tasks, config=config, seed=0,
+                         checkpoint_dir=tmp_path / "ckpt")
+    assert len(history) == 2 and all(m["rollout/tokens"] > 0 for m in history)
+    assert read_trainer_state(tmp_path / "ckpt") == {"step": 2}
 
 
 class RecordingWorker(RolloutWorker):

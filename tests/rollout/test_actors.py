@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rollout.actors import call, map_actors, shard, spawn
+from rollout.actors import broadcast, call, map_actors, shard, spawn
 
 
 def make_doubler_class():
@@ -55,3 +55,19 @@ def test_a_dead_worker_loses_no_results(ray_local):
     assert map_actors([doomed, healthy], "double", [1, 2, 3, 4]) == [2, 4, 6, 8]
     with pytest.raises(RuntimeError, match="every double worker died"):
         map_actors(spawn(doubler, 1, die_on_first_call=True), "double", [1])
+
+
+def test_broadcast_reaches_plain_objects():
+    workers = [Doubler(), Doubler()]
+    assert broadcast(workers, "double", [1]) == workers
+
+
+@pytest.mark.integration
+def test_broadcast_drops_a_dead_worker_and_goes_on(ray_local, caplog):
+    doubler = make_doubler_class()
+    healthy = spawn(doubler, 1)[0]
+    doomed = spawn(doubler, 1, die_on_first_call=True)[0]
+    assert broadcast([doomed, healthy], "double", [1, 2]) == [healthy]
+    assert "going on without it" in caplog.text
+    with pytest.raises(RuntimeError, match="every double worker died"):
+        broadcast(spawn(doubler, 1, die_on_first_call=True), "double", [1])

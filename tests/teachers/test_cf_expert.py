@@ -2,7 +2,6 @@
 
 import pytest
 
-from envs import make_env
 from envs.data import build_tasks, training_interactions
 from envs.parsing import parse_action
 from envs.tools import InteractionGraph

@@ -10,6 +10,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from rl.grpo import GRPOConfig
 from rl.sft import SFTConfig
+from rollout.policy import DEVICES
 from teachers.pipeline import TeacherConfig
 
 
@@ -65,7 +66,7 @@ class ModelConfig:
     """Where the learner and the rollout workers run: auto (cuda when a GPU is visible), cpu, cuda."""
 
     def __post_init__(self):
-        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
+        if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"bad value for 'model.device': '{self.device}'; use auto, cpu or cuda")
 
 

@@ -59,6 +59,8 @@ def load_policy(model_name: str, *, lora: LoraSettings | None, adapter_dir: str 
     return model, tokenizer
 
 
+DEVICES = ("auto", "cpu", "cuda")
+"""Where a policy may run (``cuda:N`` names one GPU)."""
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors")
 """What a Learner checkpoint keeps its weights in: a LoRA adapter, or the full model."""
 
@@ -73,7 +75,7 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' was asked for, but torch sees no CUDA GPU; use device=cpu")
-    if device.split(":")[0] not in ("cpu", "cuda"):
+    if device.split(":")[0] not in DEVICES:
         raise ValueError(f"unknown device '{device}'; use auto, cpu or cuda")
     return device
 

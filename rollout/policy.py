@@ -120,27 +120,28 @@ def set_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
         raise ValueError(f"adapter weights do not fit this policy: unexpected keys {unexpected[:3]}")
 
 
+def weights_file(checkpoint_dir: str | Path) -> Path:
+    """The weights file of a Learner checkpoint folder (LoRA adapter or full model)."""
+    folder = Path(checkpoint_dir)
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"no checkpoint weights in {folder} ({' or '.join(WEIGHT_FILES)})")
+
+
 def checkpoint_fingerprint(checkpoint_dir: str | Path) -> str:
     """SHA-256 of a checkpoint's weights file: tells whether two runs started from the same weights."""
     import hashlib
 
-    folder = Path(checkpoint_dir)
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            digest = hashlib.sha256()
-            with (folder / name).open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            return digest.hexdigest()
-    raise FileNotFoundError(f"no checkpoint weights in {folder} ({' or '.join(WEIGHT_FILES)})")
+    digest = hashlib.sha256()
+    with weights_file(checkpoint_dir).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_checkpoint_state(checkpoint_dir: str | Path) -> dict[str, torch.Tensor]:
     """The trainable state saved in a Learner checkpoint folder (LoRA adapter or full model)."""
     from safetensors.torch import load_file
 
-    folder = Path(checkpoint_dir)
-    for name in WEIGHT_FILES:
-        if (folder / name).is_file():
-            return load_file(folder / name)
-    raise FileNotFoundError(f"no checkpoint weights in {folder} ({' or '.join(WEIGHT_FILES)})")
+    return load_file(weights_file(checkpoint_dir))

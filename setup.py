@@ -13,8 +13,6 @@ setup(
         "torch==2.13.0",
         "transformers==5.10.4",
         "peft==0.21.2",
-        "accelerate==1.15.0",
-        "deepspeed==0.19.8",
         "ray[default]==2.60.0",
         "datasets==5.2.0",
         "wandb==0.31.0",

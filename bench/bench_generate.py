@@ -14,10 +14,6 @@ import time
 import torch
 
 
-class _Tokenizer:
-    pad_token_id = 0
-
-
 def smollm2_architecture():
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -29,17 +25,18 @@ def smollm2_architecture():
 
 
 def tokens_per_second(engine, batch_size: int, prompt_len: int, new_tokens: int, repeats: int) -> float:
-    from rollout.engines.hf import SamplingParams
+    from rollout.engines.base import SamplingParams
 
     prompts = [list(torch.randint(10, 49000, (prompt_len,)).tolist()) for _ in range(batch_size)]
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0)
-    engine.generate(prompts, params, seed=0)  # warm-up: compilation, CUDA graphs, allocator
+    engine.generate(prompts, params, seeds=range(batch_size))  # warm-up: compilation, CUDA graphs, allocator
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     started = time.perf_counter()
     produced = 0
     for repeat in range(repeats):
-        produced += sum(len(g.token_ids) for g in engine.generate(prompts, params, seed=repeat))
+        seeds = range(repeat * batch_size, (repeat + 1) * batch_size)
+        produced += sum(len(g.token_ids) for g in engine.generate(prompts, params, seeds=seeds))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return produced / (time.perf_counter() - started)
@@ -63,7 +60,7 @@ def main() -> None:
         rates = {}
         for static in (False, True):
             # stop ids outside the sampled range: every sequence runs the full length
-            engine = HFEngine(model, _Tokenizer(), stop_token_ids=[49151], max_batch_size=batch_size,
+            engine = HFEngine(model, pad_token_id=0, stop_token_ids=[49151], max_batch_size=batch_size,
                               static_cache=static)
             rates[static] = tokens_per_second(engine, batch_size, args.prompt_len, args.new_tokens, args.repeats)
         print(f"| {name} | {batch_size} | {rates[False]:,.0f} | {rates[True]:,.0f} | {rates[True] / rates[False]:.2f}x |")

@@ -1,4 +1,4 @@
-"""Non-LLM rankers over a RecTask: the bars an agent has to clear.
+"""Non-LLM rankers over a RankingTask: the bars an agent has to clear.
 
 Each returns a full ranking of ``task.candidate_item_ids``, best first. ``BASELINES`` gives them
 one call signature, ``fn(task, graph, seed)``, so evaluation code can loop over them by name.
@@ -11,31 +11,31 @@ from typing import Callable
 from envs.data.splits import user_rng
 from envs.tools.graph import InteractionGraph
 from envs.tools.toolbox import rank_candidates
-from envs.types import RecTask
+from envs.types import RankingTask
 
-Ranker = Callable[[RecTask, InteractionGraph, int], list[str]]
+Ranker = Callable[[RankingTask, InteractionGraph, int], list[str]]
 
 
-def rank_random(task: RecTask, *, seed: int) -> list[str]:
+def rank_random(task: RankingTask, *, seed: int) -> list[str]:
     """A random permutation that depends only on ``seed`` and ``task.task_id``."""
     candidates = list(task.candidate_item_ids)
     user_rng(seed, task.task_id).shuffle(candidates)
     return candidates
 
 
-def rank_pop(task: RecTask, graph: InteractionGraph) -> list[str]:
+def rank_pop(task: RankingTask, graph: InteractionGraph) -> list[str]:
     """Most popular candidates first (number of users in the graph)."""
     scores = {item_id: float(graph.popularity(item_id)) for item_id in task.candidate_item_ids}
     return rank_candidates(scores, task.candidate_item_ids)
 
 
-def rank_itemknn(task: RecTask, graph: InteractionGraph) -> list[str]:
+def rank_itemknn(task: RankingTask, graph: InteractionGraph) -> list[str]:
     """Candidates by ItemCF score against ``task.history``."""
     scores = graph.item_cf_scores(task.history, task.candidate_item_ids)
     return rank_candidates(scores, task.candidate_item_ids)
 
 
-def rank_userknn(task: RecTask, graph: InteractionGraph) -> list[str]:
+def rank_userknn(task: RankingTask, graph: InteractionGraph) -> list[str]:
     """Candidates by UserCF score, the user's vector taken from ``task.history``."""
     scores = graph.user_cf_scores(task.user_id, task.candidate_item_ids, history=task.history)
     return rank_candidates(scores, task.candidate_item_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from envs.types import Catalog, RecTask
+from envs.types import Catalog, RankingTask
 
 INSTRUCTIONS = (
     "You rank candidate items for a user. Each turn write <plan>...</plan> and then either call "
@@ -27,7 +27,7 @@ def system_prompt(tool_specs: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
-def task_prompt(task: RecTask, catalog: Catalog, *, history_in_prompt: int) -> str:
+def task_prompt(task: RankingTask, catalog: Catalog, *, history_in_prompt: int) -> str:
     """The first user message: who, what they watched last, and the candidate ids."""
     recent = task.history[-history_in_prompt:] if history_in_prompt > 0 else ()
     recent_text = "; ".join(f"{i} {_short_title(catalog, i)}" for i in recent) or "none"

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 from gymnasium import spaces
 
+from envs.config import DEFAULTS
 from envs.parsing import parse_action
 from envs.prompts import system_prompt, task_prompt
-from envs.tools import InteractionGraph, Toolbox
-from envs.types import Catalog, ParsedAction, RecTask, Trajectory
-from rewards.compose import check_weights, score
+from envs.tools import InteractionGraph, Toolbox, ToolResult
+from envs.types import Catalog, ParsedAction, RankingOutcome, RankingTask
 
-DEFAULT_REWARD_WEIGHTS = {"format": 1.0, "tiered_hit": 1.0}
 MAX_TEXT = 16_384
 
 
@@ -24,12 +23,14 @@ def whitespace_tokens(text: str) -> int:
 
 
 class SequentialRecEnv(gym.Env):
-    """A text environment over RecTasks.
+    """A text environment over RankingTasks.
 
     ``reset`` returns the task prompt; each ``step`` takes the agent's text. Tool calls are answered
-    with ``<tool_response>`` blocks; a ``<recommend>`` ends the episode and is scored by the
-    weighted rewards. Malformed text is answered with an error observation (and costs the format
-    reward), never an exception. ``trajectory()`` returns the episode so far.
+    with ``<tool_response>`` blocks (and their values in ``info["tool_results"]``); a ``<recommend>``
+    ends the episode with a ``RankingOutcome`` in ``info["outcome"]``. The step reward is rule-based:
+    the reciprocal rank of the target on the final turn, 0 before (MACRec's sequential-recommendation
+    reward); the reward used for learning is composed later, by ``rewards``. Malformed text is
+    answered with an error observation, never an exception.
     """
 
     metadata = {"render_modes": []}
@@ -38,15 +39,14 @@ class SequentialRecEnv(gym.Env):
         self,
         catalog: Catalog,
         graph: InteractionGraph,
-        tasks: Sequence[RecTask] = (),
+        tasks: Sequence[RankingTask] = (),
         *,
         tool_names: Sequence[str] | None = None,
-        max_turns: int = 4,
-        max_episode_tokens: int = 2048,
-        history_in_prompt: int = 3,
-        reward_weights: Mapping[str, float] | None = None,
+        max_turns: int = DEFAULTS.max_turns,
+        max_episode_tokens: int = DEFAULTS.max_episode_tokens,
+        history_in_prompt: int = DEFAULTS.history_in_prompt,
         count_tokens: Callable[[str], int] = whitespace_tokens,
-        env_id: str = "SequentialRec-v0",
+        env_id: str = DEFAULTS.env_id,
     ):
         self.catalog = catalog
         self.graph = graph
@@ -54,8 +54,6 @@ class SequentialRecEnv(gym.Env):
         self.max_turns = max_turns
         self.max_episode_tokens = max_episode_tokens
         self.history_in_prompt = history_in_prompt
-        self.reward_weights = dict(reward_weights or DEFAULT_REWARD_WEIGHTS)
-        check_weights(self.reward_weights)
         self.count_tokens = count_tokens
         self.env_id = env_id
         all_specs = Toolbox(catalog, graph).specs
@@ -69,7 +67,7 @@ class SequentialRecEnv(gym.Env):
         charset = set(string.printable) | {c for item in catalog.items.values() for c in item.title}
         self.observation_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset="".join(sorted(charset)))
         self.action_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset=self.observation_space.character_set)
-        self._task: RecTask | None = None
+        self._task: RankingTask | None = None
 
     # Gymnasium API ---------------------------------------------------------------------------
 
@@ -82,26 +80,17 @@ class SequentialRecEnv(gym.Env):
             index = options.get("task_index", int(self.np_random.integers(len(self.tasks))))
             task = self.tasks[index]
         else:
-            raise ValueError("reset needs options={'task': RecTask} when the env was built without tasks")
+            raise ValueError("reset needs options={'task': RankingTask} when the env was built without tasks")
+        if not isinstance(task, RankingTask):
+            raise ValueError(f"{self.env_id} plays ranking tasks, not {type(task).__name__}")
         self._task = task
         self._toolbox = Toolbox(self.catalog, self.graph, task=task)
         prompt = task_prompt(task, self.catalog, history_in_prompt=self.history_in_prompt)
-        self._messages = [
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": prompt},
-        ]
-        self._actions: list[ParsedAction] = []
-        self._errors: list[str] = []
         self._turns = 0
         self._tokens = self.count_tokens(self.system_prompt) + self.count_tokens(prompt)
-        self._num_tool_calls = 0
+        self._format_clean = True
         self._done = False
-        self._outcome: dict = {"ranking": [], "rank": None, "format_valid": False}
-        self._rewards: dict[str, float] = {}
-        self._reward = 0.0
-        self._terminated = self._truncated = False
-        return prompt, {"task_id": task.task_id, "system_prompt": self.system_prompt,
-                        "candidate_item_ids": list(task.candidate_item_ids)}
+        return prompt, {"task": task, "system_prompt": self.system_prompt, "tokens": self._tokens}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict]:
         if self._task is None or self._done:
@@ -109,117 +98,76 @@ class SequentialRecEnv(gym.Env):
         self._turns += 1
         self._tokens += self.count_tokens(action)
         parsed = parse_action(action)
-        self._actions.append(parsed)
-        self._messages.append({"role": "assistant", "content": action})
-        turn_errors = list(parsed.errors)
-        observation = ""
+        self._format_clean = self._format_clean and not parsed.errors
+        errors = list(parsed.errors)
+        observation, reward, terminated, truncated = "", 0.0, False, False
+        tool_results: list[ToolResult] = []
+        outcome, format_valid = None, False
         if parsed.recommend is not None:
             if parsed.tool_calls:
-                turn_errors.append("tool calls in the same turn as <recommend> were ignored")
-            self._finish_with_recommendation(parsed.recommend, turn_errors)
+                errors.append("tool calls in the same turn as <recommend> were ignored")
+            outcome, format_valid = self._outcome(parsed.recommend, errors)
+            reward = 1.0 / outcome.rank if outcome.rank else 0.0
+            terminated = True
         else:
-            observation = self._answer_tool_calls(parsed, turn_errors)
+            observation, tool_results = self._answer_tool_calls(parsed)
             self._tokens += self.count_tokens(observation)
             if self._turns >= self.max_turns:
-                self._truncate("turn budget exhausted", turn_errors)
+                errors.append("turn budget exhausted")
+                truncated = True
             elif self._tokens >= self.max_episode_tokens:
-                self._truncate("token budget exhausted", turn_errors)
-            else:
-                self._messages.append({"role": "user", "content": observation})
-        self._errors.extend(turn_errors)
+                errors.append("token budget exhausted")
+                truncated = True
+        self._done = terminated or truncated
         info = {
             "turn": self._turns,
-            "errors": turn_errors,
-            "num_tool_calls": self._num_tool_calls,
+            "action": parsed,
+            "errors": errors,
+            "tool_results": tool_results,
+            "observation_role": "tool",
+            "format_valid": format_valid,
+            "outcome": outcome,
             "tokens": self._tokens,
-            "format_valid": self._outcome["format_valid"],
-            "rank": self._outcome["rank"],
-            "rewards": dict(self._rewards),
         }
-        reward = self._reward if self._done else 0.0
-        return observation, reward, self._terminated, self._truncated, info
-
-    # Episode record --------------------------------------------------------------------------
-
-    def trajectory(self, *, source: str, group_index: int = 0) -> Trajectory:
-        """The episode so far as a Trajectory (text fields; rollouts add the tokens)."""
-        if self._task is None:
-            raise RuntimeError("no episode: call reset() first")
-        return Trajectory(
-            task_id=self._task.task_id,
-            env_id=self.env_id,
-            source=source,
-            messages=[dict(m) for m in self._messages],
-            actions=list(self._actions),
-            target_item_id=self._task.target_item_id,
-            ranking=list(self._outcome["ranking"]),
-            rank=self._outcome["rank"],
-            format_valid=self._outcome["format_valid"],
-            num_tool_calls=self._num_tool_calls,
-            terminated=self._terminated,
-            truncated=self._truncated,
-            errors=list(self._errors),
-            rewards=dict(self._rewards),
-            reward=self._reward,
-            group_index=group_index,
-        )
-
-    def end_episode(self, reason: str) -> None:
-        """Ends the episode from outside (e.g. the policy's context is full), as truncated."""
-        if self._task is None or self._done:
-            raise RuntimeError("no running episode to end")
-        self._errors.append(reason)
-        self._truncated = True
-        self._end()
+        return ("" if self._done else observation), reward, terminated, truncated, info
 
     # Internals -------------------------------------------------------------------------------
 
-    def _answer_tool_calls(self, parsed: ParsedAction, turn_errors: list[str]) -> str:
+    def _answer_tool_calls(self, parsed: ParsedAction) -> tuple[str, list[ToolResult]]:
         allowed = {spec.name for spec in self.tool_specs}
-        responses = []
+        results = []
         for call in parsed.tool_calls:
-            self._num_tool_calls += 1
             if call.name not in allowed:
                 text = f"error: unknown tool '{call.name}'; available: {', '.join(sorted(allowed))}"
+                results.append(ToolResult(name=call.name, text=text, ok=False, error=text))
             else:
-                text = self._toolbox.call(call.name, call.arguments).text
-            responses.append(f"<tool_response>{text}</tool_response>")
+                results.append(self._toolbox.call(call.name, call.arguments))
+        responses = [f"<tool_response>{result.text}</tool_response>" for result in results]
         if not parsed.tool_calls:
             detail = "; ".join(parsed.errors) or "no action"
             responses.append(
                 f"<tool_response>error: {detail}. Call a tool with <tool_call> or finish with "
                 "<recommend>id, ...</recommend>.</tool_response>"
             )
-        return "\n".join(responses)
+        return "\n".join(responses), results
 
-    def _finish_with_recommendation(self, item_ids: list[str], turn_errors: list[str]) -> None:
+    def _outcome(self, item_ids: list[str], errors: list[str]) -> tuple[RankingOutcome, bool]:
+        """The ranking a ``<recommend>`` gives, and whether the whole episode was well-formed."""
         candidates = self._task.candidate_item_ids
         candidate_set = set(candidates)
         listed: list[str] = []
         for item_id in item_ids:
             if item_id not in candidate_set:
-                turn_errors.append(f"recommended id '{item_id}' is not a candidate")
+                errors.append(f"recommended id '{item_id}' is not a candidate")
             elif item_id in listed:
-                turn_errors.append(f"recommended id '{item_id}' is listed twice")
+                errors.append(f"recommended id '{item_id}' is listed twice")
             else:
                 listed.append(item_id)
         if not item_ids:
-            turn_errors.append("empty <recommend>")
+            errors.append("empty <recommend>")
         # Unlisted candidates follow in the order they were shown, so partial rankings still rank.
         listed_set = set(listed)
         ranking = listed + [i for i in candidates if i not in listed_set] if listed else []
         rank = ranking.index(self._task.target_item_id) + 1 if ranking else None
-        parse_clean = not any(a.errors for a in self._actions)
-        valid = bool(listed) and not turn_errors and parse_clean
-        self._outcome = {"ranking": ranking, "rank": rank, "format_valid": valid}
-        self._terminated = True
-        self._end()
-
-    def _truncate(self, reason: str, turn_errors: list[str]) -> None:
-        turn_errors.append(reason)
-        self._truncated = True
-        self._end()
-
-    def _end(self) -> None:
-        self._done = True
-        self._reward, self._rewards = score(self.trajectory(source="env"), self.reward_weights)
+        valid = bool(listed) and not errors and self._format_clean
+        return RankingOutcome(ranking=tuple(ranking), rank=rank), valid

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -45,38 +45,77 @@ class Catalog:
     interactions: list[Interaction]
 
 
-@dataclass(frozen=True)
-class RecTask:
-    """One ranking task: rank ``candidate_item_ids`` for ``user_id`` given ``history``.
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """One episode's problem for ``user_id``; each task kind adds its own fields."""
+
+    kind: ClassVar[str] = "task"
+    task_id: str
+    user_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        row = {"kind": self.kind}
+        for name, value in asdict(self).items():
+            row[name] = list(value) if isinstance(value, tuple) else value
+        return row
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankingTask(Task):
+    """Rank ``candidate_item_ids`` for ``user_id`` given ``history``.
 
     ``history`` holds the item ids the user interacted with before the target, oldest first;
     it never contains ``target_item_id``.
     """
 
-    task_id: str
-    user_id: str
+    kind: ClassVar[str] = "ranking"
     history: tuple[str, ...]
     candidate_item_ids: tuple[str, ...]
     target_item_id: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "user_id": self.user_id,
-            "history": list(self.history),
-            "candidate_item_ids": list(self.candidate_item_ids),
-            "target_item_id": self.target_item_id,
-        }
-
     @staticmethod
-    def from_json(row: dict[str, Any]) -> "RecTask":
-        return RecTask(
+    def from_json(row: dict[str, Any]) -> "RankingTask":
+        return RankingTask(
             task_id=str(row["task_id"]),
             user_id=str(row["user_id"]),
             history=tuple(str(i) for i in row["history"]),
             candidate_item_ids=tuple(str(i) for i in row["candidate_item_ids"]),
             target_item_id=str(row["target_item_id"]),
         )
+
+
+TASK_KINDS: dict[str, type[Task]] = {"ranking": RankingTask}
+"""Task classes by ``kind``; rating and dialogue tasks register here."""
+
+
+def task_from_json(row: dict[str, Any]) -> Task:
+    """The task a ``to_json`` row describes (rows without ``kind`` are ranking tasks)."""
+    kind = row.get("kind", "ranking")
+    if kind not in TASK_KINDS:
+        raise ValueError(f"unknown task kind '{kind}'; known: {sorted(TASK_KINDS)}")
+    return TASK_KINDS[kind].from_json(row)
+
+
+@dataclass(frozen=True)
+class RankingOutcome:
+    """How a ranking episode ended: the full candidate ranking and the target's 1-based rank
+    (None when the agent gave no usable ranking)."""
+
+    kind: ClassVar[str] = "ranking"
+    ranking: tuple[str, ...] = ()
+    rank: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "ranking": list(self.ranking), "rank": self.rank}
+
+    @staticmethod
+    def from_json(row: dict[str, Any]) -> "RankingOutcome":
+        return RankingOutcome(ranking=tuple(row["ranking"]), rank=row["rank"])
+
+
+Outcome = RankingOutcome
+"""Every outcome type (rating and dialogue outcomes join this union)."""
+OUTCOME_KINDS: dict[str, Any] = {"ranking": RankingOutcome}
 
 
 @dataclass(frozen=True)
@@ -97,58 +136,130 @@ class ParsedAction:
     recommend: list[str] | None = None
     errors: list[str] = field(default_factory=list)
 
+    @staticmethod
+    def from_json(row: dict[str, Any]) -> "ParsedAction":
+        return ParsedAction(plan=row["plan"], tool_calls=[ToolCall(**c) for c in row["tool_calls"]],
+                            reflection=row["reflection"], recommend=row["recommend"], errors=list(row["errors"]))
+
+
+ENV_ROLES = ("system", "env", "tool", "user")
+"""Roles of turns the environment speaks; any other role names the agent (or policy) that spoke."""
+
+
+@dataclass
+class Turn:
+    """One message of an episode.
+
+    ``role`` is an agent's name (``policy``, ``cf_expert``, a planner...) or one of ``ENV_ROLES``.
+    ``start``/``end`` delimit the turn's tokens in ``Trajectory.token_ids`` (equal when the
+    episode carries no tokens). Agent turns carry their parsed ``action``; ``reward`` is the
+    env's rule-based reward for the step the turn took.
+    """
+
+    role: str
+    text: str
+    start: int = 0
+    end: int = 0
+    reward: float = 0.0
+    action: ParsedAction | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def is_agent(self) -> bool:
+        return self.role not in ENV_ROLES
+
+    @property
+    def chat_role(self) -> str:
+        """The ChatML role: agents are the assistant; tool, env and user replies come as user messages."""
+        if self.is_agent:
+            return "assistant"
+        return "system" if self.role == "system" else "user"
+
+    def to_json(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["action"] = None if self.action is None else asdict(self.action)
+        return row
+
+    @staticmethod
+    def from_json(row: dict[str, Any]) -> "Turn":
+        action = None if row["action"] is None else ParsedAction.from_json(row["action"])
+        return Turn(role=row["role"], text=row["text"], start=row["start"], end=row["end"],
+                    reward=row["reward"], action=action, errors=list(row["errors"]))
+
+
+TOKEN_FIELDS = ("token_ids", "loss_mask", "logprobs", "ref_logprobs", "values", "advantages")
+"""Per-token lists of a Trajectory, each as long as ``token_ids`` (or empty when not filled)."""
+
 
 @dataclass
 class Trajectory:
     """One episode, from the first prompt to the end, as every layer sees it.
 
-    Text fields are always filled; token fields are filled by the rollout (or by tokenizing the
-    messages for SFT). ``loss_mask`` is 1 exactly on tokens the policy produced.
+    The env's side (turns, outcome, flags) comes from the episode loop; ``rewards``/``reward`` from
+    the scoring step; per-token fields from the rollout (``token_ids``, ``loss_mask`` — 1 exactly
+    on tokens the policy produced — and the sampler's ``logprobs``) and from learners
+    (``ref_logprobs``, ``values``, ``advantages``). ``group_id`` is shared by samples of one prompt.
     """
 
     task_id: str
     env_id: str
     source: str
-    messages: list[dict[str, str]]
-    actions: list[ParsedAction]
-    target_item_id: str
-    ranking: list[str] = field(default_factory=list)
-    rank: int | None = None
+    group_id: str = ""
+    turns: list[Turn] = field(default_factory=list)
+    outcome: Outcome | None = None
     format_valid: bool = False
-    num_tool_calls: int = 0
     terminated: bool = False
     truncated: bool = False
-    errors: list[str] = field(default_factory=list)
     rewards: dict[str, float] = field(default_factory=dict)
     reward: float = 0.0
-    group_index: int = 0
     token_ids: list[int] = field(default_factory=list)
     loss_mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    ref_logprobs: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    advantages: list[float] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The episode as chat messages (``role``/``content``)."""
+        return [{"role": turn.chat_role, "content": turn.text} for turn in self.turns]
+
+    @property
+    def actions(self) -> list[ParsedAction]:
+        """The parsed action of every agent turn, in order."""
+        return [turn.action for turn in self.turns if turn.action is not None]
+
+    @property
+    def errors(self) -> list[str]:
+        return [error for turn in self.turns for error in turn.errors]
+
+    @property
+    def num_tool_calls(self) -> int:
+        """Tool calls the env answered (calls beside a final ``<recommend>`` are ignored)."""
+        return sum(len(a.tool_calls) for a in self.actions if a.recommend is None)
+
+    @property
+    def rank(self) -> int | None:
+        """The target's rank for ranking episodes (None otherwise, or without a usable ranking)."""
+        return self.outcome.rank if isinstance(self.outcome, RankingOutcome) else None
 
     def to_row(self) -> dict[str, Any]:
-        """A flat row for a HF dataset (nested parts as JSON strings)."""
-        row = asdict(self)
-        row["messages"] = json.dumps(self.messages)
-        row["actions"] = json.dumps([asdict(a) for a in self.actions])
+        """A flat row for a HF dataset (turns, outcome and rewards as JSON strings); lossless."""
+        row = {name: getattr(self, name) for name in
+               ("task_id", "env_id", "source", "group_id", "format_valid", "terminated", "truncated", "reward")}
+        row["turns"] = json.dumps([turn.to_json() for turn in self.turns])
+        row["outcome"] = json.dumps(None if self.outcome is None else self.outcome.to_json())
         row["rewards"] = json.dumps(self.rewards)
-        row["rank"] = -1 if self.rank is None else self.rank
+        row.update({name: list(getattr(self, name)) for name in TOKEN_FIELDS})
         return row
 
     @staticmethod
     def from_row(row: dict[str, Any]) -> "Trajectory":
         data = dict(row)
-        data["messages"] = json.loads(data["messages"])
-        data["actions"] = [
-            ParsedAction(
-                plan=a["plan"],
-                tool_calls=[ToolCall(**c) for c in a["tool_calls"]],
-                reflection=a["reflection"],
-                recommend=a["recommend"],
-                errors=list(a["errors"]),
-            )
-            for a in json.loads(data["actions"])
-        ]
+        data["turns"] = [Turn.from_json(t) for t in json.loads(data["turns"])]
+        outcome = json.loads(data["outcome"])
+        data["outcome"] = None if outcome is None else OUTCOME_KINDS[outcome["kind"]].from_json(outcome)
         data["rewards"] = json.loads(data["rewards"])
-        data["rank"] = None if data["rank"] < 0 else data["rank"]
+        for name in TOKEN_FIELDS:
+            data[name] = list(data[name] or [])
         return Trajectory(**data)

@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"recrl: config error: {error}", file=sys.stderr)
         return 2
-    os.environ.setdefault("WANDB_MODE", config.logging.mode)
     try:
         return run(args.command, config, tasks_file=getattr(args, "tasks", None))
     except (FileNotFoundError, ValueError, RuntimeError) as error:
@@ -80,7 +79,10 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
     def log(metrics: dict, local_step: int) -> None:
         tracker.log(metrics, step=offset + local_step)
 
-    with Tracker(project=config.logging.project, run_dir=run_dir, config=asdict(config), name=f"{run_dir.name}-{command}") as tracker:
+    # WANDB_MODE in the environment beats the config; the process environment is never changed.
+    mode = os.environ.get("WANDB_MODE") or config.logging.mode
+    with Tracker(project=config.logging.project, run_dir=run_dir, config=asdict(config),
+                 name=f"{run_dir.name}-{command}", mode=mode) as tracker:
         if command in ("data", "quickstart"):
             _, train_tasks, eval_tasks = stages.stage_data(config)
             print(f"[data] {len(train_tasks)} training tasks, {len(eval_tasks)} held-out tasks")
@@ -101,7 +103,7 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
                 print(f"[train] {len(history)} GRPO steps, reward {history[0]['reward/total']:.3f} -> "
                       f"{history[-1]['reward/total']:.3f}")
             else:
-                print(f"[train] nothing to do: {stages.RunPaths(run_dir).grpo_adapter} already holds "
+                print(f"[train] nothing to do: {stages.RunPaths(run_dir).grpo_checkpoints} already holds "
                       f"grpo.steps={config.grpo.steps} from this SFT adapter (delete it to train again)")
         if command in ("eval", "quickstart"):
             report = stages.stage_eval(config, tasks_file=tasks_file)

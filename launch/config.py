@@ -1,4 +1,8 @@
-"""Run configuration: typed dataclasses hold the defaults; YAML and ``key=value`` only override them."""
+"""Run configuration: typed dataclasses hold the defaults; YAML and ``key=value`` only override them.
+
+Each section's dataclass lives with the code it configures (``envs.config.EnvConfig``,
+``rollout.worker.RolloutConfig``, ``rl.grpo.GRPOConfig``...), so every default is defined once.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from envs.config import EnvConfig
+from rewards import RewardConfig
 from rl.grpo import GRPOConfig
 from rl.sft import SFTConfig
 from rollout.policy import DEVICES
+from rollout.worker import RolloutConfig
 from teachers.pipeline import TeacherConfig
 
 
@@ -33,24 +40,6 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class EnvConfig:
-    """The SequentialRec environment."""
-
-    env_id: str = "SequentialRec-v0"
-    """Registered environment id."""
-    max_turns: int = 4
-    """Assistant turns before the episode is cut."""
-    max_episode_tokens: int = 1024
-    """Prompt, actions and observations together, in tokens."""
-    history_in_prompt: int = 3
-    """Recent history items shown in the first prompt."""
-    tools: list[str] = field(default_factory=lambda: ["user_info", "user_history", "item_cf", "user_cf"])
-    """Tools offered to the agent."""
-    reward_weights: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "tiered_hit": 1.0})
-    """Reward components by name (rewards.compose) and their weights."""
-
-
-@dataclass(frozen=True)
 class ModelConfig:
     """The student policy."""
 
@@ -68,18 +57,6 @@ class ModelConfig:
     def __post_init__(self):
         if self.device.split(":")[0] not in DEVICES:
             raise ConfigError(f"bad value for 'model.device': '{self.device}'; use auto, cpu or cuda")
-
-
-@dataclass(frozen=True)
-class RolloutConfig:
-    """Rollout workers."""
-
-    num_workers: int = 2
-    """Ray rollout actors (0: roll out in the driver process)."""
-    max_batch_size: int = 16
-    """Prompts per generate call."""
-    max_context_tokens: int = 1024
-    """An episode stops when its context would exceed this."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +94,7 @@ class RunConfig:
     """Global seed."""
     data: DataConfig = field(default_factory=DataConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)

@@ -3,12 +3,13 @@
     data  -> data/train_tasks.jsonl, data/eval_tasks.jsonl
     teach -> teacher/dataset (HF datasets), teacher/stats.json
     sft   -> sft/adapter (LoRA, safetensors)
-    train -> grpo/adapter, adapter (the final LoRA)
+    train -> grpo/step-NNNNNN (checkpoints: weights, optimizer, trainer_state.json), adapter (the final weights)
     eval  -> eval.json
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -19,10 +20,11 @@ from pathlib import Path
 from envs.data import build_tasks, leave_last_out, load_ml100k, load_tasks, save_tasks, synthetic_catalog
 from envs.data import tasks_from_file, training_interactions
 from envs.tools import InteractionGraph
-from envs.types import Catalog, RecTask
+from envs.types import Catalog, RankingTask
 from launch.config import RunConfig
-from rollout.actors import call, map_actors_chunked, spawn
-from rollout.engines.hf import SamplingParams
+from rollout.actors import broadcast, map_actors_chunked, spawn
+from rollout.engines.base import SamplingParams
+from rollout.episode import EpisodeRequest
 from rollout.policy import LoraSettings, checkpoint_fingerprint, is_checkpoint, resolve_device
 from rollout.worker import EnvSpec, RolloutWorker
 
@@ -53,8 +55,8 @@ class RunPaths:
         return self.root / "sft" / "adapter"
 
     @property
-    def grpo_adapter(self) -> Path:
-        return self.root / "grpo" / "adapter"
+    def grpo_checkpoints(self) -> Path:
+        return self.root / "grpo"
 
     @property
     def final_adapter(self) -> Path:
@@ -87,18 +89,16 @@ def gpu_share(config: RunConfig) -> float:
     return min(1.0, torch.cuda.device_count() / (max(config.rollout.num_workers, 0) + 1))
 
 
-def env_spec(config: RunConfig, catalog: Catalog, tasks: list[RecTask]) -> EnvSpec:
-    """Environments for ``tasks``: their CF graph never sees a task's target or anything after it."""
+def env_spec(config: RunConfig, catalog: Catalog, tasks: list[RankingTask]) -> EnvSpec:
+    """Environments for ``tasks``: their CF graph never sees a task's target or anything after it.
+    Budgets count the student's tokens, for the teacher's episodes too."""
     graph = InteractionGraph.from_interactions(training_interactions(catalog.interactions, tasks))
-    env = config.env
-    return EnvSpec(env.env_id, catalog, graph, dict(
-        tool_names=list(env.tools), max_turns=env.max_turns, max_episode_tokens=env.max_episode_tokens,
-        history_in_prompt=env.history_in_prompt, reward_weights=dict(env.reward_weights)))
+    return EnvSpec(catalog, graph, config.env, tokenizer=config.model.name)
 
 
 # data ------------------------------------------------------------------------------------------
 
-def stage_data(config: RunConfig) -> tuple[Catalog, list[RecTask], list[RecTask]]:
+def stage_data(config: RunConfig) -> tuple[Catalog, list[RankingTask], list[RankingTask]]:
     """Builds (or reuses) the training and held-out tasks.
 
     Held-out tasks hold out each user's last interaction. Training tasks (teacher, SFT, GRPO) hold
@@ -170,46 +170,75 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
 def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | None) -> list:
     """Rollout workers as Ray actors (or one in-process worker when ``rollout.num_workers=0``)."""
     kwargs = dict(model_name=config.model.name, env_spec=spec, lora=lora_settings(config), adapter_dir=adapter_dir,
-                  max_batch_size=config.rollout.max_batch_size, max_context_tokens=config.rollout.max_context_tokens,
-                  device=resolve_device(config.model.device))
+                  max_batch_size=config.rollout.max_batch_size, device=resolve_device(config.model.device))
     if config.rollout.num_workers <= 0:
         return [RolloutWorker(**kwargs)]
     return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, num_gpus=gpu_share(config), **kwargs)
 
 
-def grpo_learner(config: RunConfig, *, start_dir: Path, reference_dir: Path):
-    """The GRPO learner: a Ray actor (or in-process when ``rollout.num_workers=0``)."""
+def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path):
+    """The GRPO learner and the frozen reference policy: Ray actors (or in-process when
+    ``rollout.num_workers=0``)."""
     from rl.learner import Learner
+    from rl.reference import ReferenceModel
 
-    kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr, adapter_dir=start_dir,
-                  reference_dir=reference_dir, seed=config.seed, device=resolve_device(config.model.device))
+    device = resolve_device(config.model.device)
+    learner_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr,
+                          adapter_dir=start_dir, seed=config.seed, device=device)
+    reference_kwargs = dict(model_name=config.model.name, checkpoint_dir=reference_dir, lora=lora_settings(config),
+                            device=device)
     if config.rollout.num_workers <= 0:
-        return Learner(**kwargs)
-    # Workers idle while the learner updates, so it may use every core.
-    return spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(), **kwargs)[0]
+        return Learner(**learner_kwargs), ReferenceModel(**reference_kwargs)
+    # Workers idle while the learner and the reference run, so these may use every core.
+    threads = os.cpu_count()
+    learner = spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=threads, **learner_kwargs)[0]
+    reference = spawn(ReferenceModel, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=threads,
+                      **reference_kwargs)[0]
+    return learner, reference
 
 
-def resume_step(paths: RunPaths, sft_fingerprint: str) -> int:
-    """The step of a GRPO checkpoint that started from this SFT adapter, else 0 (start over)."""
-    from rl.grpo import read_trainer_state
-
-    state = read_trainer_state(paths.grpo_adapter)
-    if state is None or not is_checkpoint(paths.grpo_adapter):
-        return 0
-    if state.get("sft") != sft_fingerprint:
-        print(f"[train] starting over: the checkpoint in {paths.grpo_adapter} grew from another SFT adapter")
-        return 0
-    return int(state["step"])
+def grpo_trainer_state(config: RunConfig, train_tasks: list[RankingTask], sft_fingerprint: str) -> dict:
+    """What a GRPO checkpoint records besides the step: the SFT weights it grew from, and the
+    settings that decide the data order (``rl.grpo.DATA_ORDER_KEYS``)."""
+    tasks_digest = hashlib.sha256("\n".join(t.task_id for t in train_tasks).encode()).hexdigest()
+    return {"sft": sft_fingerprint, "seed": config.seed, "tasks_per_step": config.grpo.tasks_per_step,
+            "group_size": config.grpo.group_size, "tasks": tasks_digest}
 
 
-def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, float]]:
-    """GRPO from the SFT adapter with a learner actor and rollout workers; saves the final adapter.
+def resume_from(paths: RunPaths, trainer_state: dict) -> Path | None:
+    """The latest GRPO checkpoint to resume, or None to start from the SFT adapter.
 
-    A GRPO checkpoint of an interrupted run from the same SFT adapter is resumed, not overwritten.
+    Checkpoints grown from another SFT adapter are deleted (a new SFT starts a new GRPO run); a
+    checkpoint whose data-order settings changed is refused with ``ResumeError``.
     """
     import shutil
 
-    from rl.grpo import TRAINER_STATE, train_grpo
+    from rl.checkpoints import check_resume, latest_checkpoint, read_trainer_state, remove_stale_temp
+    from rl.grpo import DATA_ORDER_KEYS
+
+    root = paths.grpo_checkpoints
+    remove_stale_temp(root)
+    latest = latest_checkpoint(root)
+    if latest is None:
+        return None
+    saved = read_trainer_state(latest)
+    if saved.get("sft") != trainer_state["sft"]:
+        print(f"[train] starting over: the checkpoints in {root} grew from another SFT adapter")
+        shutil.rmtree(root)
+        return None
+    check_resume(saved, trainer_state, keys=DATA_ORDER_KEYS, folder=root)
+    return latest
+
+
+def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, float]]:
+    """GRPO from the SFT adapter with a learner, a reference and rollout workers; saves the final weights.
+
+    The latest GRPO checkpoint of an interrupted run from the same SFT adapter is resumed.
+    """
+    import shutil
+
+    from rl.checkpoints import TRAINER_STATE, latest_checkpoint, read_trainer_state
+    from rl.grpo import train_grpo
     from rl.learner import Learner
 
     paths = RunPaths(Path(config.run_dir))
@@ -217,29 +246,32 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
         raise FileNotFoundError(f"no SFT adapter at {paths.sft_adapter}: run `recrl sft` first")
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks)
-    sft_fingerprint = checkpoint_fingerprint(paths.sft_adapter)
-    start_step = min(resume_step(paths, sft_fingerprint), config.grpo.steps)
+    trainer_state = grpo_trainer_state(config, train_tasks, checkpoint_fingerprint(paths.sft_adapter))
+    resume = resume_from(paths, trainer_state)
+    start_step = min(read_trainer_state(resume)["step"], config.grpo.steps) if resume else 0
     history = []
     if start_step < config.grpo.steps:
         if start_step:
-            print(f"[train] resuming after step {start_step} of {config.grpo.steps} from {paths.grpo_adapter} "
-                  "(delete that folder to start over)")
-        start_dir = paths.grpo_adapter if start_step else paths.sft_adapter
+            print(f"[train] resuming after step {start_step} of {config.grpo.steps} from {resume} "
+                  f"(delete {paths.grpo_checkpoints} to start over)")
+        start_dir = resume or paths.sft_adapter
         workers = rollout_workers(config, spec, adapter_dir=start_dir)
-        learner = grpo_learner(config, start_dir=start_dir, reference_dir=paths.sft_adapter)
-        if start_step:
-            call(learner, "load_optimizer", start_dir)
-        history = train_grpo(learner=learner, workers=workers, tasks=train_tasks, config=config.grpo,
-                             seed=config.seed, checkpoint_dir=paths.grpo_adapter, log=log, start_step=start_step,
-                             checkpoint_info={"sft": sft_fingerprint})
-    shutil.copytree(paths.grpo_adapter, paths.final_adapter, dirs_exist_ok=True,
+        learner, reference = grpo_roles(config, start_dir=start_dir, reference_dir=paths.sft_adapter)
+        if resume:
+            learner.load_optimizer(resume)
+        history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=train_tasks,
+                             config=config.grpo, reward_weights=config.reward.weights, seed=config.seed,
+                             checkpoint_root=paths.grpo_checkpoints, trainer_state=trainer_state, log=log,
+                             start_step=start_step)
+    shutil.rmtree(paths.final_adapter, ignore_errors=True)
+    shutil.copytree(latest_checkpoint(paths.grpo_checkpoints), paths.final_adapter,
                     ignore=shutil.ignore_patterns(Learner.OPTIMIZER_FILE, TRAINER_STATE))
     return history
 
 
 # eval ------------------------------------------------------------------------------------------
 
-STUDENTS = {"student_base": None, "student_sft": "sft_adapter", "student_grpo": "grpo_adapter"}
+STUDENTS = {"student_base": None, "student_sft": "sft_adapter", "student_grpo": "final_adapter"}
 BASELINE_METHODS = ("random", "pop", "itemknn", "userknn")
 
 
@@ -293,13 +325,15 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 skipped[method] = f"no checkpoint at {adapter}"
                 continue
             workers = workers or rollout_workers(config, spec, adapter_dir=None)
-            if adapter is not None:
-                for worker in workers:
-                    call(worker, "load_checkpoint", adapter)
+            if adapter is None:
+                workers = broadcast(workers, RolloutWorker.update_weights, {})  # the base model
+            else:
+                workers = broadcast(workers, RolloutWorker.load_checkpoint, adapter)
             params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, temperature=0.0)
+            requests = [EpisodeRequest(task, group_id=task.task_id) for task in tasks]
             trajectories = map_actors_chunked(
-                workers, "rollout", tasks, chunk_size=len(workers) * config.rollout.max_batch_size,
-                desc=f"eval {method}", params=params, use_adapter=adapter is not None, source=method)
+                workers, RolloutWorker.rollout, requests, chunk_size=len(workers) * config.rollout.max_batch_size,
+                desc=f"eval {method}", params=params, source=method)
             methods[method] = trajectory_metrics(trajectories)
         out_path.write_text(json.dumps(report, indent=2))
     report["path"] = str(out_path)

@@ -1,6 +1,6 @@
-"""Rewards: plain functions of a rank (``rewards.ranking``) composed by name and weight."""
+"""Rewards: plain functions of a rank (``rewards.ranking``) composed by name and weight (``score_batch``)."""
 
-from rewards.compose import REWARD_FUNCTIONS, check_weights, register_reward, score
+from rewards.compose import REWARD_FUNCTIONS, RewardConfig, check_weights, register_reward, score, score_batch
 from rewards.ranking import (
     format_reward,
     hit_at_k,
@@ -13,6 +13,7 @@ from rewards.ranking import (
 
 __all__ = [
     "REWARD_FUNCTIONS",
+    "RewardConfig",
     "check_weights",
     "format_reward",
     "hit_at_k",
@@ -22,5 +23,6 @@ __all__ = [
     "ranking_metrics",
     "register_reward",
     "score",
+    "score_batch",
     "tiered_hit",
 ]

@@ -1,6 +1,9 @@
-"""Trajectory-level rewards, registered by name and combined by weight from config.
+"""Scoring: the rewards used for learning, registered by name and combined by weight from config.
 
-A reward is any ``Callable[[Trajectory], float]``. The built-in ones wrap the functions in
+Scoring is its own step after rollout (``score_batch``): the env reports rule-based per-turn
+rewards and the outcome, and this composes them with whatever else is configured (model-based
+rewards such as a critic or an LLM judge join here, batched). A reward is any
+``Callable[[Trajectory], float]``. The built-in ones wrap the functions in
 :mod:`rewards.ranking`; add your own with :func:`register_reward`::
 
     @register_reward("few_tools")
@@ -16,14 +19,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 from envs.types import Trajectory
 from rewards.ranking import format_reward, hit_at_k, mrr, ndcg_at_k, tiered_hit
 
-__all__ = ["REWARD_FUNCTIONS", "RewardFn", "check_weights", "register_reward", "score"]
+__all__ = ["REWARD_FUNCTIONS", "RewardConfig", "RewardFn", "check_weights", "register_reward", "score", "score_batch"]
 
 RewardFn = Callable[[Trajectory], float]
 
 REWARD_FUNCTIONS: dict[str, RewardFn] = {
+    "env": lambda trajectory: sum(turn.reward for turn in trajectory.turns),
     "format": lambda trajectory: format_reward(trajectory.format_valid),
     "tiered_hit": lambda trajectory: tiered_hit(trajectory.rank),
     "hr@1": lambda trajectory: hit_at_k(trajectory.rank, 1),
@@ -32,6 +39,14 @@ REWARD_FUNCTIONS: dict[str, RewardFn] = {
     "ndcg@5": lambda trajectory: ndcg_at_k(trajectory.rank, 5),
     "mrr": lambda trajectory: mrr(trajectory.rank),
 }
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How the learning reward is composed."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "tiered_hit": 1.0})
+    """Reward components by name (``REWARD_FUNCTIONS``; ``env`` is the env's own per-turn rewards) and weights."""
 
 
 def register_reward(name: str, *, overwrite: bool = False) -> Callable[[RewardFn], RewardFn]:
@@ -74,7 +89,7 @@ def check_weights(weights: Mapping[str, float]) -> None:
     >>> check_weights({"hit": 1.0})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: Unknown reward 'hit' in reward weights. Available: format, hr@1, ...
+    ValueError: Unknown reward 'hit' in reward weights. Available: env, format, ...
     """
     if not weights:
         raise ValueError("Reward weights are empty; give at least one, e.g. {'format': 1.0}.")
@@ -103,8 +118,9 @@ def score(trajectory: Trajectory, weights: Mapping[str, float]) -> tuple[float, 
         ValueError: If a weight is invalid or names an unregistered reward
             (see :func:`check_weights`).
 
-    >>> traj = Trajectory(task_id="t", env_id="e", source="s", messages=[], actions=[],
-    ...                   target_item_id="i2", ranking=["i1", "i2"], rank=2, format_valid=True)
+    >>> from envs.types import RankingOutcome
+    >>> traj = Trajectory(task_id="t", env_id="e", source="s",
+    ...                   outcome=RankingOutcome(ranking=("i1", "i2"), rank=2), format_valid=True)
     >>> total, values = score(traj, {"format": 1.0, "tiered_hit": 1.0})
     >>> round(total, 4), values["format"], round(values["tiered_hit"], 4)
     (1.6667, 1.0, 0.6667)
@@ -113,3 +129,11 @@ def score(trajectory: Trajectory, weights: Mapping[str, float]) -> tuple[float, 
     values = {name: float(REWARD_FUNCTIONS[name](trajectory)) for name in weights}
     total = sum(weights[name] * value for name, value in values.items())
     return float(total), values
+
+
+def score_batch(trajectories: Sequence[Trajectory], weights: Mapping[str, float]) -> None:
+    """Scores every trajectory in place (``reward`` and ``rewards``): the step between rollout and
+    advantages. Checks the weights once, before anything is scored."""
+    check_weights(weights)
+    for trajectory in trajectories:
+        trajectory.reward, trajectory.rewards = score(trajectory, weights)

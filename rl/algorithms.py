@@ -7,6 +7,7 @@ Tensors in, tensors out; no state, no config objects. Shapes use ``B`` (sequence
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +20,9 @@ __all__ = [
     "kl_penalty",
     "masked_mean",
     "policy_loss",
+    "token_advantages",
     "token_logprobs",
+    "truncated_importance_weights",
 ]
 
 KL_KINDS = ("k1", "k2", "k3")
@@ -56,22 +59,22 @@ def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
 def grpo_advantages(
     rewards: Tensor,
-    group_size: int,
+    group_ids: Sequence[Hashable] | Tensor,
     *,
     eps: float = 1e-6,
     scale_by_std: bool = True,
 ) -> Tensor:
     """Group-relative advantages (GRPO): each reward minus its group's mean, over its group's std.
 
-    ``rewards`` holds consecutive groups of ``group_size`` samples of the same task:
-    ``[task0_s0, task0_s1, ..., task1_s0, ...]``. The std is the population std
-    (``unbiased=False``, divide by ``group_size``), so a group of one is well defined (advantage
-    0). TRL uses the unbiased std; for a group of G this only rescales advantages by
-    ``sqrt((G - 1) / G)``. A group whose rewards are all equal gets zero advantages.
+    A group is the samples of one task: ``group_ids[i]`` names the group of ``rewards[i]`` (a task
+    id, or an int). Samples of a group may sit anywhere in the batch, in any order. The std is the
+    population std (divide by the group's size), so a group of one is well defined (advantage 0).
+    TRL uses the unbiased std; for a group of G this only rescales advantages by
+    ``sqrt((G - 1) / G)``. A group whose rewards are all equal gets exactly zero advantages.
 
     Args:
         rewards: Shape ``[B]``, one scalar reward per sample.
-        group_size: Samples per task, G.
+        group_ids: ``B`` hashables (a sequence) or a 1-D integer tensor: the group of each sample.
         eps: Added to the std to avoid dividing by 0.
         scale_by_std: If False (Dr. GRPO), return ``r - mean`` without dividing by the std.
 
@@ -79,25 +82,48 @@ def grpo_advantages(
         Advantages, shape ``[B]``, same dtype as ``rewards``; no gradient flows through them.
 
     Raises:
-        ValueError: If ``rewards`` is not 1-D, ``group_size < 1`` or ``B % group_size != 0``.
+        ValueError: If ``rewards`` is not 1-D or ``group_ids`` does not hold one id per reward.
 
-    >>> grpo_advantages(torch.tensor([1.0, 0.0, 2.0, 2.0]), group_size=2)
-    tensor([ 1.0000, -1.0000,  0.0000,  0.0000])
+    >>> grpo_advantages(torch.tensor([1.0, 2.0, 0.0, 2.0]), ["a", "b", "a", "b"])
+    tensor([ 1.0000,  0.0000, -1.0000,  0.0000])
     """
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be 1-D [B], got shape {tuple(rewards.shape)}.")
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}.")
-    if rewards.numel() % group_size != 0:
-        raise ValueError(
-            f"{rewards.numel()} rewards do not split into groups of {group_size}; "
-            "the batch must hold whole groups of consecutive samples per task."
-        )
-    grouped = rewards.detach().view(-1, group_size)
-    centered = grouped - grouped.mean(dim=1, keepdim=True)
+    keys = group_ids.tolist() if isinstance(group_ids, Tensor) else list(group_ids)
+    if len(keys) != rewards.numel():
+        raise ValueError(f"got {len(keys)} group ids for {rewards.numel()} rewards; give one id per sample.")
+    numbering: dict[Hashable, int] = {}
+    index = torch.tensor([numbering.setdefault(key, len(numbering)) for key in keys], dtype=torch.long,
+                         device=rewards.device)
+    rewards = rewards.detach()
+    per_group = lambda values: rewards.new_zeros(len(numbering)).index_add_(0, index, values)  # noqa: E731
+    sizes = per_group(torch.ones_like(rewards))
+    centered = rewards - (per_group(rewards) / sizes)[index]
     if scale_by_std:
-        centered = centered / (grouped.std(dim=1, unbiased=False, keepdim=True) + eps)
-    return centered.reshape(-1)
+        std = (per_group(centered**2) / sizes).sqrt()
+        centered = centered / (std[index] + eps)
+    # A float mean of equal rewards can miss them by an ulp, which the std would then blow up.
+    highest = rewards.new_zeros(len(numbering)).scatter_reduce(0, index, rewards, "amax", include_self=False)
+    lowest = rewards.new_zeros(len(numbering)).scatter_reduce(0, index, rewards, "amin", include_self=False)
+    return torch.where((highest == lowest)[index], torch.zeros_like(centered), centered)
+
+
+def token_advantages(advantages: Tensor, mask: Tensor) -> Tensor:
+    """Spreads one advantage per sequence over that sequence's policy tokens.
+
+    Args:
+        advantages: ``[B]``.
+        mask: ``[B, T]``, 1 on policy tokens.
+
+    Returns:
+        ``[B, T]`` float: ``advantages[b]`` where ``mask[b, t]`` is non-zero, else 0.
+
+    >>> token_advantages(torch.tensor([2.0, -1.0]), torch.tensor([[0, 1, 1], [1, 0, 0]]))
+    tensor([[ 0.,  2.,  2.],
+            [-1.,  0.,  0.]])
+    """
+    advantages = advantages.detach().unsqueeze(-1)
+    return torch.where(mask != 0, advantages, torch.zeros_like(advantages))
 
 
 def token_logprobs(logits: Tensor, token_ids: Tensor) -> Tensor:
@@ -165,13 +191,15 @@ def policy_loss(
     mask: Tensor,
     *,
     clip_eps: float = 0.2,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """PPO/GRPO clipped surrogate loss, averaged over every masked token in the batch.
 
     Per token, with ``ratio = exp(logp - old_logp)``:
-    ``loss = -min(ratio * A, clip(ratio, 1 - clip_eps, 1 + clip_eps) * A)``. The mean is
+    ``loss = -w * min(ratio * A, clip(ratio, 1 - clip_eps, 1 + clip_eps) * A)``, where ``w`` is
+    1 unless ``weights`` are given (e.g. :func:`truncated_importance_weights`). The mean is
     token-level (each policy token in the batch weighs the same, as in DAPO), not a mean of
-    per-sequence means.
+    per-sequence means; ``weights`` scale tokens, they do not change the divisor.
 
     Args:
         logp: Current policy log-probs, ``[B, T]``, with gradient.
@@ -179,6 +207,7 @@ def policy_loss(
         advantages: ``[B]`` (one per sequence, broadcast over tokens) or ``[B, T]``.
         mask: ``[B, T]``, 1 on policy tokens.
         clip_eps: Clip range epsilon.
+        weights: Optional ``[B, T]`` per-token weights of the surrogate (detached here).
 
     Returns:
         ``(loss, metrics)``: the scalar loss, and ``clip_frac`` (fraction of masked tokens
@@ -197,7 +226,10 @@ def policy_loss(
     ratio = torch.exp(logp - old_logp)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    loss = masked_mean(-torch.minimum(unclipped, clipped), mask)
+    per_token = -torch.minimum(unclipped, clipped)
+    if weights is not None:
+        per_token = per_token * weights.detach()
+    loss = masked_mean(per_token, mask)
     with torch.no_grad():
         is_clipped = ((ratio > 1.0 + clip_eps) & (advantages > 0)) | (
             (ratio < 1.0 - clip_eps) & (advantages < 0)
@@ -207,6 +239,30 @@ def policy_loss(
             "ratio_mean": masked_mean(ratio, mask).item(),
         }
     return loss, metrics
+
+
+def truncated_importance_weights(old_logp: Tensor, sampler_logp: Tensor, *, cap: float) -> Tensor:
+    """Truncated importance sampling (TIS) weights for tokens drawn by a different sampler.
+
+    The learner's log-probs of the sampled tokens (``old_logp``) differ from the sampler's
+    (``sampler_logp``) when the two compute differently (a bf16 vLLM engine, other kernels), so
+    the samples are slightly off-policy. Weighting each token's policy gradient by
+    ``min(exp(old_logp - sampler_logp), cap)`` corrects for it with bounded variance (Yao et al.
+    2025, "Your efficient RL framework secretly brings you off-policy RL training").
+
+    Args:
+        old_logp: Learner log-probs before the update, any shape.
+        sampler_logp: The sampler's log-probs of the same tokens, same shape.
+        cap: Upper bound of a weight (e.g. 2).
+
+    Returns:
+        Weights, same shape, without gradient.
+
+    >>> old_logp, sampler_logp = torch.tensor([0.0, 0.0, -1.0]), torch.tensor([0.0, -1.0, 0.0])
+    >>> truncated_importance_weights(old_logp, sampler_logp, cap=2.0)
+    tensor([1.0000, 2.0000, 0.3679])
+    """
+    return torch.clamp(torch.exp(old_logp.detach() - sampler_logp.detach()), max=cap)
 
 
 def kl_penalty(logp: Tensor, ref_logp: Tensor, *, kind: str = "k3") -> Tensor:
@@ -249,6 +305,7 @@ def grpo_loss(
     *,
     clip_eps: float,
     kl_coef: float,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """GRPO loss: clipped surrogate plus ``kl_coef`` times the masked mean k3 KL to the reference.
 
@@ -261,6 +318,8 @@ def grpo_loss(
         mask: ``[B, T]``, 1 on policy tokens.
         clip_eps: Clip range epsilon.
         kl_coef: Weight of the KL term.
+        weights: Optional ``[B, T]`` per-token weights of the surrogate term only (see
+            :func:`policy_loss`); the KL term is not weighted.
 
     Returns:
         ``(loss, metrics)`` with metrics ``loss``, ``policy_loss``, ``clip_frac``,
@@ -269,7 +328,7 @@ def grpo_loss(
     Raises:
         ValueError: If ``ref_logp`` is None while ``kl_coef != 0``.
     """
-    loss, metrics = policy_loss(logp, old_logp, advantages, mask, clip_eps=clip_eps)
+    loss, metrics = policy_loss(logp, old_logp, advantages, mask, clip_eps=clip_eps, weights=weights)
     metrics["policy_loss"] = loss.item()
     if ref_logp is None:
         if kl_coef != 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from envs.baselines import BASELINES
-from envs.types import RecTask, Trajectory
+from envs.types import RankingTask, Trajectory
 from rewards.ranking import rank_of, ranking_metrics
 
 METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "turn_format_rate", "tool_calls")
@@ -28,7 +28,7 @@ def trajectory_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     return metrics
 
 
-def baseline_metrics(name: str, tasks: Sequence[RecTask], graph, *, seed: int) -> dict[str, float]:
+def baseline_metrics(name: str, tasks: Sequence[RankingTask], graph, *, seed: int) -> dict[str, float]:
     """A classic recommender's ranking metrics (its output is always well-formed)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline '{name}'; available: {sorted(BASELINES)}")

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from envs.types import RecTask, Trajectory
+from envs.types import Task, Trajectory
+from rewards import score_batch
 from rl.algorithms import grpo_advantages
-from rollout.actors import broadcast, call, map_actors
-from rollout.engines.hf import SamplingParams
+from rl.batch import TokenBatch
+from rollout.actors import broadcast, map_actors
+from rollout.engines.base import SamplingParams, derive_seed
+from rollout.episode import EpisodeRequest
+from rollout.worker import RolloutWorker
 
 
 @dataclass(frozen=True)
@@ -23,15 +27,15 @@ class GRPOConfig:
     """Group-relative policy optimisation (STAR uses G=8, lr 1e-6, KL 0.001, temperature 0.7)."""
 
     steps: int = 3
-    """Policy updates."""
+    """Rollout-and-update rounds."""
     tasks_per_step: int = 4
-    """Distinct tasks per update."""
+    """Distinct tasks per round."""
     group_size: int = 4
     """Samples per task; advantages are normalised within each group."""
     lr: float = 1e-5
-    """AdamW learning rate for the LoRA weights."""
+    """AdamW learning rate."""
     kl_coef: float = 0.001
-    """Weight of the k3 KL penalty to the reference (the base model)."""
+    """Weight of the k3 KL penalty to the reference (the policy GRPO starts from)."""
     clip_eps: float = 0.2
     """PPO ratio clipping."""
     temperature: float = 0.7
@@ -40,31 +44,37 @@ class GRPOConfig:
     """Tokens per assistant turn."""
     micro_batch_size: int = 4
     """Episodes per learner forward pass."""
+    mini_batches: int = 1
+    """Optimizer steps per epoch over one round's episodes (1: fully on-policy)."""
+    epochs: int = 1
+    """Passes over one round's episodes."""
+    tis_cap: float | None = None
+    """Truncated importance sampling: cap of the learner/sampler probability ratio (None: off)."""
     scale_by_std: bool = True
     """Divide group-centred rewards by the group std (False: Dr. GRPO)."""
     save_every: int = 1
-    """Checkpoint the adapter every this many steps."""
+    """Checkpoint every this many rounds (and after the last)."""
+    keep_last: int = 2
+    """Checkpoints kept (older step folders are deleted)."""
 
 
-TRAINER_STATE = "trainer_state.json"
+DATA_ORDER_KEYS = ("seed", "tasks_per_step", "group_size", "tasks")
+"""Trainer-state fields that decide which tasks and seeds each step draws: resuming needs them unchanged."""
 
 
-def read_trainer_state(checkpoint_dir: str | Path) -> dict | None:
-    """What ``train_grpo`` wrote next to its last checkpoint (``{"step": ..., **checkpoint_info}``)."""
-    path = Path(checkpoint_dir) / TRAINER_STATE
-    return json.loads(path.read_text()) if path.is_file() else None
+def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], config: GRPOConfig,
+               reward_weights: Mapping[str, float], seed: int, checkpoint_root: str | Path,
+               trainer_state: dict, log: Callable[[dict, int], None] | None = None,
+               start_step: int = 0) -> list[dict[str, float]]:
+    """Runs GRPO rounds ``start_step + 1 .. config.steps`` and returns each round's metrics.
 
-
-def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: GRPOConfig, seed: int,
-               checkpoint_dir: str | Path, log: Callable[[dict, int], None] | None = None, start_step: int = 0,
-               checkpoint_info: dict | None = None) -> list[dict[str, float]]:
-    """Runs GRPO updates ``start_step + 1 .. config.steps`` and returns each step's metrics.
-
-    Each step: sample tasks, roll out groups on the workers, score, compute group-normalised
-    advantages, update the learner, push the new weights to every worker, checkpoint, log.
-    A checkpoint holds the weights, the optimizer state and ``trainer_state.json`` (the step and
-    ``checkpoint_info``); resuming from it (learner and workers loaded from it, ``start_step`` its
-    step) draws the same tasks as an uninterrupted run.
+    Each round: sample tasks, roll out a group per task on the workers, score, compute
+    group-relative advantages, get the reference's log-probs, update the learner, push the new
+    weights to every worker, checkpoint, log. ``learner`` is a Learner, ``reference`` a
+    ReferenceModel and ``workers`` RolloutWorkers, each a plain object or a Ray ``Remote``.
+    Checkpoints are ``step-NNNNNN`` folders under ``checkpoint_root`` holding ``trainer_state``
+    and the step; resuming from one (learner and workers loaded from it, ``start_step`` its step)
+    draws the same tasks and seeds as an uninterrupted run.
     """
     rng = random.Random(seed)
     for _ in range(start_step):
@@ -75,25 +85,28 @@ def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: 
     for step in tqdm(steps, desc="grpo", unit="step", initial=start_step, total=config.steps):
         started = time.perf_counter()
         batch_tasks = rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
-        trajectories: list[Trajectory] = map_actors(
-            workers, "rollout", batch_tasks, params=params, samples_per_task=config.group_size,
-            seed=seed * 100_003 + step,
-        )
+        requests = [EpisodeRequest(task, group_id=f"{step}:{task.task_id}", seed=derive_seed(seed, step, index, sample))
+                    for index, task in enumerate(batch_tasks) for sample in range(config.group_size)]
+        trajectories: list[Trajectory] = map_actors(workers, RolloutWorker.rollout, requests, params=params)
         rollout_seconds = time.perf_counter() - started
+        score_batch(trajectories, reward_weights)
         rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
-        advantages = grpo_advantages(rewards, config.group_size, scale_by_std=config.scale_by_std)
-        metrics = call(learner, "grpo_step", trajectories, advantages.tolist(), clip_eps=config.clip_eps,
-                       kl_coef=config.kl_coef, temperature=config.temperature,
-                       micro_batch_size=config.micro_batch_size)
-        workers = broadcast(workers, "set_trainable_state", call(learner, "trainable_state"))
+        advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
+        for trajectory, advantage in zip(trajectories, advantages.tolist()):
+            trajectory.advantages = [advantage * m for m in trajectory.loss_mask]
+        batch = token_batch(trajectories, pad_id=learner.pad_token_id())
+        if config.kl_coef:
+            batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
+                batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
+        metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=config.kl_coef,
+                                 temperature=config.temperature, micro_batch_size=config.micro_batch_size,
+                                 mini_batches=config.mini_batches, epochs=config.epochs, tis_cap=config.tis_cap)
+        workers = broadcast(workers, RolloutWorker.update_weights, learner.trainable_state())
         if step % config.save_every == 0 or step == config.steps:
-            call(learner, "save", Path(checkpoint_dir), with_optimizer=True)
-            trainer_state = {"step": step, **(checkpoint_info or {})}
-            (Path(checkpoint_dir) / TRAINER_STATE).write_text(json.dumps(trainer_state))
+            learner.save_checkpoint(checkpoint_root, step, trainer_state, keep_last=config.keep_last)
         metrics.update(episode_metrics(trajectories))
         # Groups whose samples all scored the same teach nothing but the KL term.
-        metrics["rollout/uniform_group_frac"] = float(
-            (rewards.view(-1, config.group_size).std(dim=1, unbiased=False) == 0).float().mean())
+        metrics["rollout/uniform_group_frac"] = uniform_group_fraction(trajectories)
         policy_tokens = sum(sum(t.loss_mask) for t in trajectories)
         metrics["perf/rollout_tokens_per_s"] = policy_tokens / max(rollout_seconds, 1e-9)
         metrics["perf/step_seconds"] = time.perf_counter() - started
@@ -101,6 +114,21 @@ def train_grpo(*, learner, workers: Sequence, tasks: Sequence[RecTask], config: 
         if log is not None:
             log(metrics, step)
     return history
+
+
+def token_batch(trajectories: Sequence[Trajectory], *, pad_id: int) -> TokenBatch:
+    """The learner's tensors: tokens, loss mask, the sampler's log-probs and per-token advantages."""
+    return TokenBatch.from_sequences([t.token_ids for t in trajectories], [t.loss_mask for t in trajectories],
+                                     pad_id=pad_id, rollout_logprobs=[t.logprobs for t in trajectories],
+                                     advantages=[t.advantages for t in trajectories])
+
+
+def uniform_group_fraction(trajectories: Sequence[Trajectory]) -> float:
+    """The fraction of groups whose rewards are all equal (their advantages are all 0)."""
+    groups: dict[str, set[float]] = {}
+    for trajectory in trajectories:
+        groups.setdefault(trajectory.group_id, set()).add(trajectory.reward)
+    return sum(len(rewards) == 1 for rewards in groups.values()) / len(groups)
 
 
 def episode_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:

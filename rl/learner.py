@@ -1,38 +1,23 @@
-"""Learner: the trainable policy (LoRA or full), its optimizer, and the SFT and GRPO update steps.
+"""Learner: the trainable policy (LoRA or full), its optimizer, and the SFT and GRPO updates.
 
-A plain class (a Ray actor in the driver). With LoRA the frozen reference policy is the same
-network with the adapter switched off (the base model), so KL to the reference costs a forward
-pass, not a model copy; with full fine-tuning it is a frozen copy of the starting weights (or of
-``reference_dir``, when training resumes from a later checkpoint).
+A plain class (a Ray actor in the driver). It holds no reference model: the KL term reads the
+batch's ``ref_logprobs``, scored beforehand by ``rl.reference.ReferenceModel``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from envs.types import Trajectory
-from rl.algorithms import grpo_loss, token_logprobs
-from rollout.policy import LoraSettings, is_lora, load_policy, trainable_state
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]], pad_id: int, *,
-              device: torch.device | str = "cpu"):
-    """Right-pads to ``(input_ids, attention_mask, loss_mask)`` tensors of shape [B, T] on ``device``."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    loss_mask = torch.zeros((len(sequences), width), dtype=torch.float32)
-    for row, (ids, mask) in enumerate(zip(sequences, masks)):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention[row, : len(ids)] = 1
-        loss_mask[row, : len(mask)] = torch.tensor(mask, dtype=torch.float32)
-    return input_ids.to(device), attention.to(device), loss_mask.to(device)
+from rl.algorithms import grpo_loss, masked_mean, truncated_importance_weights
+from rl.batch import TokenBatch
+from rl.checkpoints import save_checkpoint
+from rl.logprobs import batch_logprobs, masked_token_logprobs
+from rollout.policy import LoraSettings, load_policy, trainable_state
 
 
 class Learner:
@@ -40,22 +25,21 @@ class Learner:
 
     Args:
         model_name: base model name or folder (``rollout.models.resolve_model``).
-        lora: adapter shape; None fine-tunes every weight and keeps a frozen copy as reference.
+        lora: adapter shape; None fine-tunes every weight.
         lr: AdamW learning rate.
-        adapter_dir: start from these adapter weights (e.g. the SFT result).
+        adapter_dir: start from this checkpoint (e.g. the SFT result): adapter or full weights.
         num_threads: torch CPU threads.
         max_grad_norm: gradient clipping.
         seed: torch seed.
         bf16: bfloat16 autocast for matmuls (weights and optimizer stay fp32).
         device: ``cpu`` or ``cuda``; the weights it hands out are always on the CPU.
-        reference_dir: full fine-tuning only: the KL reference's weights (default: the starting ones).
     """
 
     OPTIMIZER_FILE = "optimizer.pt"
 
     def __init__(self, *, model_name: str, lora: LoraSettings | None, lr: float, adapter_dir: str | Path | None = None,
                  num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, bf16: bool = True,
-                 device: str = "cpu", reference_dir: str | Path | None = None):
+                 device: str = "cpu"):
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
@@ -63,100 +47,137 @@ class Learner:
         self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True,
                                                  device=device)
         self.model.train()
-        self.reference = None
-        if not is_lora(self.model) and reference_dir is not None:
-            self.reference, _ = load_policy(model_name, lora=None, adapter_dir=reference_dir, device=device)
-        elif not is_lora(self.model):
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0)
         self.max_grad_norm = max_grad_norm
         self.pad_id = self.tokenizer.pad_token_id
         self.bf16 = bf16
 
-    @contextlib.contextmanager
-    def _reference_model(self):
-        """The frozen reference: the base under the LoRA adapter, or the frozen copy."""
-        if self.reference is not None:
-            yield self.reference
-        else:
-            with self.model.disable_adapter():
-                yield self.model
-
-    def _masked_logprobs(self, input_ids, attention, loss_mask, *, temperature: float = 1.0,
-                         model=None) -> torch.Tensor:
-        """Log-probs of the masked tokens only, flat [N] in batch order.
-
-        The vocabulary projection runs only where ``loss_mask`` is 1: with a 49k vocabulary it is a
-        third of a small model's FLOPs, and most tokens of an episode are prompt and tool text.
-        """
-        select = loss_mask[:, 1:] > 0
-        model = self.model if model is None else model
-        language_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            hidden = language_model.get_decoder()(input_ids=input_ids, attention_mask=attention).last_hidden_state
-            logits = language_model.get_output_embeddings()(hidden[:, :-1][select]).float()
-        if temperature != 1.0:
-            logits = logits / temperature
-        return token_logprobs(logits.unsqueeze(0), input_ids[:, 1:][select].unsqueeze(0)).squeeze(0)
+    def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, micro_batch_size: int = 4) -> torch.Tensor:
+        """The current policy's log-prob of each policy token of ``batch`` (0 elsewhere), ``[B, T]``, no gradient."""
+        return batch_logprobs(self.model, batch.to(self.device), temperature=temperature,
+                              micro_batch_size=micro_batch_size, bf16=self.bf16)
 
     def sft_step(self, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]) -> dict[str, float]:
         """One optimizer step of masked next-token cross-entropy (assistant tokens only)."""
         started = time.perf_counter()
-        input_ids, attention, loss_mask = pad_batch(sequences, masks, self.pad_id, device=self.device)
-        loss = -self._masked_logprobs(input_ids, attention, loss_mask).mean()
+        batch = TokenBatch.from_sequences(sequences, masks, pad_id=self.pad_id).to(self.device)
+        mask = batch.policy_mask
+        logp = masked_token_logprobs(self.model, batch.input_ids, batch.attention_mask, mask, bf16=self.bf16)
+        loss = -masked_mean(logp, mask)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
         self.optimizer.step()
-        tokens = int(attention.sum())
+        tokens = int(batch.attention_mask.sum())
         return {"train/loss": loss.item(), "train/grad_norm": float(grad_norm),
                 "perf/tokens_per_s": tokens / (time.perf_counter() - started)}
 
-    def grpo_step(self, trajectories: Sequence[Trajectory], advantages: Sequence[float], *, clip_eps: float,
-                  kl_coef: float, temperature: float, micro_batch_size: int = 4) -> dict[str, float]:
-        """One on-policy GRPO update over a batch of trajectories with precomputed advantages.
+    def update(self, batch: TokenBatch, *, clip_eps: float, kl_coef: float, temperature: float,
+               micro_batch_size: int = 4, mini_batches: int = 1, epochs: int = 1,
+               tis_cap: float | None = None) -> dict[str, float]:
+        """GRPO/PPO update on a scored batch: ``epochs`` passes of ``mini_batches`` optimizer steps each.
 
-        Old log-probs are the current policy's (detached) under the sampling temperature, so the
-        ratio starts at 1; the reference log-probs come from the same network with LoRA disabled.
-        The token-level mean runs over the whole batch: micro-batches are weighted by their tokens.
+        The old log-probs (the ratio's denominator) are the policy's before the first step, under
+        the sampling temperature; with a single step they come from that step's own forward pass.
+        Each mini-batch (consecutive rows) takes one optimizer step on its token-level mean loss,
+        accumulated over micro-batches of ``micro_batch_size`` rows weighted by their tokens.
+
+        Args:
+            batch: tokens, advantages and rollout log-probs; ``ref_logprobs`` when ``kl_coef != 0``.
+            clip_eps: PPO ratio clipping.
+            kl_coef: weight of the k3 KL penalty to ``batch.ref_logprobs``.
+            temperature: the sampling temperature.
+            micro_batch_size: rows per forward pass.
+            mini_batches: optimizer steps per epoch, at most one per row.
+            epochs: passes over the batch.
+            tis_cap: if set, weight each token's policy gradient by the truncated importance ratio
+                ``min(exp(old - rollout_logprobs), tis_cap)`` (sampler != learner correction);
+                needs the sampler's ``rollout_logprobs``.
+
+        Returns:
+            ``train/*`` metrics averaged over the optimizer steps (``loss``, ``policy_loss``,
+            ``clip_frac``, ``ratio_mean``, ``grad_norm``, ``kl`` when the batch has reference
+            log-probs), ``train/optimizer_steps``, ``train/logprob_mismatch`` (mean absolute
+            difference of rollout and old log-probs), ``train/tis_weight_mean`` with ``tis_cap``,
+            and ``perf/learner_tokens_per_s``.
+
+        Raises:
+            ValueError: if the batch has no policy tokens, lacks ``ref_logprobs`` while
+                ``kl_coef != 0``, or ``mini_batches`` / ``epochs`` are out of range.
         """
         started = time.perf_counter()
-        total_tokens = sum(sum(t.loss_mask[1:]) for t in trajectories)
-        if total_tokens == 0:
+        if batch.num_tokens == 0:
             raise ValueError("no policy tokens in the batch: every loss_mask is empty")
-        self.optimizer.zero_grad(set_to_none=True)
-        sums = {"policy_loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "loss": 0.0}
-        seen_tokens = 0
-        for start in range(0, len(trajectories), micro_batch_size):
-            part = trajectories[start : start + micro_batch_size]
-            input_ids, attention, loss_mask = pad_batch([t.token_ids for t in part], [t.loss_mask for t in part],
-                                                        self.pad_id, device=self.device)
-            tokens_per_row = loss_mask[:, 1:].sum(dim=1).long()
-            if int(tokens_per_row.sum()) == 0:
-                continue
-            with torch.no_grad(), self._reference_model() as reference:
-                ref_logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature,
-                                                 model=reference)
-            logp = self._masked_logprobs(input_ids, attention, loss_mask, temperature=temperature)
-            row_advantages = torch.tensor(advantages[start : start + micro_batch_size], dtype=torch.float32,
-                                          device=self.device)
-            token_advantages = torch.repeat_interleave(row_advantages, tokens_per_row)
-            flat = lambda x: x.unsqueeze(0)  # noqa: E731 - one row holding every masked token
-            loss, metrics = grpo_loss(flat(logp), flat(logp.detach()), flat(ref_logp), flat(token_advantages),
-                                      torch.ones_like(flat(logp)), clip_eps=clip_eps, kl_coef=kl_coef)
-            weight = logp.numel() / total_tokens
-            (loss * weight).backward()
-            seen_tokens += int(attention.sum())
-            sums["loss"] += loss.item() * weight
-            for key in ("policy_loss", "kl", "clip_frac"):
-                sums[key] += float(metrics[key]) * weight
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
-        self.optimizer.step()
-        metrics = {f"train/{k}": v for k, v in sums.items()}
-        metrics["train/grad_norm"] = float(grad_norm)
-        metrics["perf/learner_tokens_per_s"] = seen_tokens / (time.perf_counter() - started)
+        if kl_coef != 0 and batch.ref_logprobs is None:
+            raise ValueError(f"kl_coef is {kl_coef} but the batch has no ref_logprobs: score it with "
+                             "ReferenceModel.logprobs first, or set kl_coef to 0")
+        if not 1 <= mini_batches <= len(batch) or epochs < 1:
+            raise ValueError(f"need 1 <= mini_batches <= {len(batch)} (the batch's rows) and epochs >= 1, "
+                             f"got mini_batches={mini_batches}, epochs={epochs}")
+        batch = batch.to(self.device)
+        # A single step runs on the old policy itself: its own forward pass gives the old log-probs,
+        # saving a pass. Otherwise they are taken once, before any step moves the policy.
+        single_step = mini_batches == 1 and epochs == 1
+        old_logprobs = None if single_step else self.logprobs(batch, temperature=temperature,
+                                                              micro_batch_size=micro_batch_size)
+        history = []
+        for _ in range(epochs):
+            for rows in torch.arange(len(batch), device=self.device).tensor_split(mini_batches):
+                mini_batch = batch.rows(rows)
+                if mini_batch.num_tokens == 0:
+                    continue
+                metrics, step_old_logprobs = self._step(
+                    mini_batch, None if single_step else old_logprobs[rows], clip_eps=clip_eps, kl_coef=kl_coef,
+                    temperature=temperature, micro_batch_size=micro_batch_size, tis_cap=tis_cap)
+                history.append(metrics)
+        if single_step:
+            old_logprobs = step_old_logprobs
+        metrics = {f"train/{key}": sum(m[key] for m in history) / len(history) for key in history[0]}
+        metrics["train/optimizer_steps"] = float(len(history))
+        mask = batch.policy_mask
+        metrics["train/logprob_mismatch"] = masked_mean((batch.rollout_logprobs - old_logprobs).abs(), mask).item()
+        if tis_cap is not None:
+            weights = truncated_importance_weights(old_logprobs, batch.rollout_logprobs, cap=tis_cap)
+            metrics["train/tis_weight_mean"] = masked_mean(weights, mask).item()
+        metrics["perf/learner_tokens_per_s"] = (
+            int(batch.attention_mask.sum()) * epochs / (time.perf_counter() - started))
         return metrics
+
+    def _step(self, batch: TokenBatch, old_logprobs: torch.Tensor | None, *, clip_eps: float, kl_coef: float,
+              temperature: float, micro_batch_size: int, tis_cap: float | None):
+        """One optimizer step on ``batch``; old log-probs None: this forward pass's own (detached).
+
+        Returns the step's metrics and the old log-probs it used, ``[b, T]``.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        used_old_logprobs = []
+        for start in range(0, len(batch), micro_batch_size):
+            part = batch.rows(slice(start, start + micro_batch_size))
+            mask = part.policy_mask
+            if part.num_tokens == 0:
+                used_old_logprobs.append(torch.zeros_like(mask))
+                continue
+            logp = masked_token_logprobs(self.model, part.input_ids, part.attention_mask, mask,
+                                         temperature=temperature, bf16=self.bf16)
+            old = logp.detach() if old_logprobs is None else old_logprobs[start : start + micro_batch_size]
+            used_old_logprobs.append(old)
+            weights = None if tis_cap is None else truncated_importance_weights(old, part.rollout_logprobs,
+                                                                                cap=tis_cap)
+            loss, metrics = grpo_loss(logp, old, part.ref_logprobs, part.advantages, mask, clip_eps=clip_eps,
+                                      kl_coef=kl_coef, weights=weights)
+            share = part.num_tokens / batch.num_tokens  # the step's loss is a mean over all its tokens
+            (loss * share).backward()
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value * share
+        sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm))
+        self.optimizer.step()
+        return sums, torch.cat(used_old_logprobs)
+
+    def pad_token_id(self) -> int:
+        """The id that pads token batches for this policy."""
+        return self.tokenizer.pad_token_id
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Current trained weights (LoRA, or all), for the rollout workers."""
@@ -172,6 +193,12 @@ class Learner:
         if with_optimizer:
             torch.save(self.optimizer.state_dict(), path / self.OPTIMIZER_FILE)
         return str(path)
+
+    def save_checkpoint(self, root: str | Path, step: int, trainer_state: dict, *, keep_last: int) -> str:
+        """Writes ``root/step-NNNNNN`` atomically (weights, optimizer, ``trainer_state.json`` with the
+        step), keeping the last ``keep_last``; see ``rl.checkpoints``. Returns the folder."""
+        write = functools.partial(self.save, with_optimizer=True)
+        return str(save_checkpoint(root, step, write, trainer_state, keep_last=keep_last))
 
     def load_optimizer(self, path: str | Path) -> None:
         """Restores the optimizer state saved with ``save(..., with_optimizer=True)``."""

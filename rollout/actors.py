@@ -1,10 +1,17 @@
-"""The one place where roles become Ray actors, and work is spread over them."""
+"""The one place where roles become Ray actors, and work is spread over them.
+
+A role (``RolloutWorker``, ``Learner``, ``ReferenceModel``, ``TeacherWorker``) is a plain class.
+``spawn`` starts it as Ray actors and returns ``Remote`` proxies that the driver calls like the
+plain objects (``learner.update(batch, ...)``); ``map_actors`` and ``broadcast`` take the role's
+method itself (``RolloutWorker.rollout``), never its name in a string, and work on plain objects
+and proxies alike.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -23,14 +30,47 @@ def init_ray(*, address: str | None = None) -> None:
         ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True)
 
 
-def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> list:
+class Remote:
+    """A Ray actor of a role class, used like a plain instance: ``remote.method(...)`` runs in the
+    actor and returns its result; ``submit`` returns the Ray object ref instead, for parallel calls."""
+
+    def __init__(self, handle: Any, cls: type):
+        self.handle = handle
+        self.cls = cls
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_") or not callable(getattr(self.cls, name, None)):
+            raise AttributeError(f"{self.cls.__name__} has no method {name!r}")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            import ray
+
+            return ray.get(getattr(self.handle, name).remote(*args, **kwargs))
+
+        return call
+
+    def submit(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Starts ``method`` (a function of the role class) in the actor; returns its object ref."""
+        if not any(vars(klass).get(method.__name__) is method for klass in self.cls.__mro__):
+            raise TypeError(f"{method.__qualname__} is not a method of {self.cls.__name__}")
+        return getattr(self.handle, method.__name__).remote(*args, **kwargs)
+
+
+def _bound(actor: Any, method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` as ``actor`` has it (a subclass's override wins), checked like ``Remote.submit``."""
+    if not any(vars(klass).get(method.__name__) is method for klass in type(actor).__mro__):
+        raise TypeError(f"{method.__qualname__} is not a method of {type(actor).__name__}")
+    return getattr(actor, method.__name__)
+
+
+def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> list[Remote]:
     """Starts ``count`` actors of a plain role class (which stays usable without Ray); ``num_gpus``
     may be a fraction, so several roles share one GPU."""
     import ray
 
     init_ray()
     remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
-    return [remote_cls.remote(*args, **kwargs) for _ in range(count)]
+    return [Remote(remote_cls.remote(*args, **kwargs), cls) for _ in range(count)]
 
 
 def shard(items: Sequence[Any], count: int) -> list[list[Any]]:
@@ -44,34 +84,20 @@ def shard(items: Sequence[Any], count: int) -> list[list[Any]]:
     return shards
 
 
-def is_actor(target: Any) -> bool:
-    return type(target).__name__ == "ActorHandle"
-
-
-def call(target: Any, method: str, *args: Any, **kwargs: Any) -> Any:
-    """``target.method(*args, **kwargs)`` for a plain object or a Ray actor alike."""
-    if is_actor(target):
-        import ray
-
-        return ray.get(getattr(target, method).remote(*args, **kwargs))
-    return getattr(target, method)(*args, **kwargs)
-
-
-def map_actors(actors: Sequence[Any], method: str, items: Sequence[Any], **kwargs: Any) -> list[Any]:
+def map_actors(actors: Sequence[Any], method: Callable[..., list], items: Sequence[Any], **kwargs: Any) -> list[Any]:
     """Calls ``actor.method(shard, **kwargs)`` on every actor and concatenates the results in order.
 
     Plain objects are called one after another. For Ray actors, a shard whose actor died is
     retried once on a live actor, so one lost worker costs time, not results; if no actor is left,
     a RuntimeError says so.
     """
-    if not any(is_actor(a) for a in actors):
-        return [item for actor, part in zip(actors, shard(items, len(actors)))
-                for item in getattr(actor, method)(part, **kwargs)]
+    shards = shard(items, len(actors))
+    if not any(isinstance(a, Remote) for a in actors):
+        return [item for actor, part in zip(actors, shards) for item in _bound(actor, method)(part, **kwargs)]
     import ray
     from ray.exceptions import RayActorError
 
-    shards = shard(items, len(actors))
-    refs = [getattr(actor, method).remote(part, **kwargs) for actor, part in zip(actors, shards)]
+    refs = [actor.submit(method, part, **kwargs) for actor, part in zip(actors, shards)]
     results: list[list[Any]] = []
     dead: set[int] = set()
     for index, ref in enumerate(refs):
@@ -81,25 +107,25 @@ def map_actors(actors: Sequence[Any], method: str, items: Sequence[Any], **kwarg
             dead.add(index)
             live = [a for i, a in enumerate(actors) if i not in dead]
             if not live:
-                raise RuntimeError(f"every {method} worker died; last error: {error}") from error
-            log.warning("worker %d died during %s (%s); retrying its shard on another", index, method, error)
-            results.append(ray.get(getattr(live[0], method).remote(shards[index], **kwargs)))
+                raise RuntimeError(f"every {method.__name__} worker died; last error: {error}") from error
+            log.warning("worker %d died during %s (%s); retrying its shard on another", index, method.__name__, error)
+            results.append(ray.get(live[0].submit(method, shards[index], **kwargs)))
     return [item for part in results for item in part]
 
 
-def broadcast(actors: Sequence[Any], method: str, *args: Any, **kwargs: Any) -> list[Any]:
+def broadcast(actors: Sequence[Any], method: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
     """Calls ``actor.method(*args, **kwargs)`` on every actor (e.g. to push new weights) and returns
     the actors still alive: a dead Ray actor is dropped with a warning, so the run goes on with the
     rest; if none is left, a RuntimeError says so. Arguments are stored once, not once per actor."""
-    if not any(is_actor(a) for a in actors):
+    if not any(isinstance(a, Remote) for a in actors):
         for actor in actors:
-            getattr(actor, method)(*args, **kwargs)
+            _bound(actor, method)(*args, **kwargs)
         return list(actors)
     import ray
     from ray.exceptions import RayActorError
 
     args = tuple(ray.put(arg) for arg in args)
-    refs = [getattr(actor, method).remote(*args, **kwargs) for actor in actors]
+    refs = [actor.submit(method, *args, **kwargs) for actor in actors]
     live, last_error = [], None
     for index, (actor, ref) in enumerate(zip(actors, refs)):
         try:
@@ -107,14 +133,14 @@ def broadcast(actors: Sequence[Any], method: str, *args: Any, **kwargs: Any) -> 
             live.append(actor)
         except RayActorError as error:
             last_error = error
-            log.warning("worker %d died during %s (%s); going on without it", index, method, error)
+            log.warning("worker %d died during %s (%s); going on without it", index, method.__name__, error)
     if not live:
-        raise RuntimeError(f"every {method} worker died; last error: {last_error}") from last_error
+        raise RuntimeError(f"every {method.__name__} worker died; last error: {last_error}") from last_error
     return live
 
 
-def map_actors_chunked(actors: Sequence[Any], method: str, items: Sequence[Any], *, chunk_size: int, desc: str,
-                       **kwargs: Any) -> list[Any]:
+def map_actors_chunked(actors: Sequence[Any], method: Callable[..., list], items: Sequence[Any], *, chunk_size: int,
+                       desc: str, **kwargs: Any) -> list[Any]:
     """``map_actors`` over consecutive chunks of ``items``, with a progress bar."""
     from tqdm import tqdm
 

@@ -1,78 +1,133 @@
-"""The multi-turn episode loop: a policy engine and many environments, stepped in lock-step batches."""
+"""The one episode loop: any Agent plays many environments through ``reset``/``step``, in lock-step.
+
+Every live episode's turn is produced in one batched ``Agent.act`` call; the env answers; the loop
+records each turn with its token span. Agent tokens keep the agent's loss mask and log-probs;
+environment text is tokenized by the agent (``Agent.encode_observation``) with loss mask 0.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from rollout.chat import ChatFormat
-from rollout.engines.hf import SamplingParams
-from envs.types import RecTask, Trajectory
+from envs.types import Task, Trajectory, Turn
+from rollout.engines.base import derive_seed
+
+
+@dataclass(frozen=True)
+class EpisodeRequest:
+    """One episode to play: the task, its group (samples of one prompt share it) and its seed."""
+
+    task: Task
+    group_id: str = ""
+    seed: int = 0
 
 
 @dataclass
-class _Episode:
-    env: object
-    group_index: int
-    token_ids: list[int]
-    loss_mask: list[int]
-    logprobs: list[float]
-    done: bool = False
+class AgentTurn:
+    """What an agent said in one turn. Token lists are empty for agents without a tokenizer;
+    otherwise ``loss_mask`` is 1 on tokens the agent sampled (and is trained on)."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
 
 
-def run_episodes(
-    engine,
-    chat: ChatFormat,
-    envs: Sequence[object],
-    tasks: Sequence[RecTask],
-    params: SamplingParams,
-    *,
-    group_indices: Sequence[int] | None = None,
-    max_context_tokens: int = 2048,
-    source: str = "student",
-    seed: int | None = None,
-) -> list[Trajectory]:
-    """Plays one episode per (env, task) pair and returns one Trajectory each, in order.
+@dataclass
+class Episode:
+    """A running episode as an agent sees it: its request, the trajectory so far, and every info
+    dict the env returned (reset first)."""
 
-    Every live episode's turn is generated in one batched call; the env answers; tool or user
-    replies are appended with loss-mask 0, the policy's tokens with mask 1 and their log-probs.
+    request: EpisodeRequest
+    trajectory: Trajectory
+    infos: list[dict[str, Any]]
+
+    @property
+    def task(self) -> Task:
+        return self.request.task
+
+    @property
+    def seed(self) -> int:
+        """The seed of the turn to be played: distinct per request and per turn."""
+        return derive_seed(self.request.seed, len(self.infos) - 1)
+
+
+class Agent(Protocol):
+    """Anything that plays episodes: a policy behind an engine, or a teacher system."""
+
+    role: str
+    """Recorded as the role of its turns."""
+
+    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of the opening messages, ready for the agent's first turn ([] without a tokenizer)."""
+        ...
+
+    def encode_observation(self, text: str) -> list[int]:
+        """Token ids of an env reply, handing the turn back to the agent ([] without a tokenizer)."""
+        ...
+
+    def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
+        """One turn for every episode, in order."""
+        ...
+
+
+def run_episodes(agent: Agent, envs: Sequence[Any], requests: Sequence[EpisodeRequest], *,
+                 source: str) -> list[Trajectory]:
+    """Plays one episode per (env, request) pair and returns one Trajectory each, in order.
+
+    Args:
+        agent: plays every episode.
+        envs: Gymnasium-shaped text environments, one per request.
+        requests: tasks with their group ids and seeds; turn ``t`` samples with
+            ``derive_seed(request.seed, t)``, so no two turns or episodes share a seed.
+        source: recorded on each Trajectory (who played: ``student``, ``teacher:cf_expert``...).
     """
     episodes = []
-    for index, (env, task) in enumerate(zip(envs, tasks, strict=True)):
-        env.reset(options={"task": task})
-        prompt = chat.prompt_ids(env.trajectory(source=source).messages)
-        group_index = group_indices[index] if group_indices is not None else 0
-        episodes.append(_Episode(env, group_index, prompt, [0] * len(prompt), [0.0] * len(prompt)))
-    turn = 0
-    while live := [e for e in episodes if not e.done]:
-        turn_seed = None if seed is None else seed + turn
-        generations = engine.generate([e.token_ids for e in live], params, seed=turn_seed)
-        turn += 1
-        for episode, generation in zip(live, generations):
-            ids = list(generation.token_ids)
-            if not generation.finished:  # close the turn so the next message starts cleanly
-                ids.append(chat.end_of_turn_id)
-            episode.token_ids += ids
-            episode.loss_mask += [1] * len(generation.token_ids) + [0] * (len(ids) - len(generation.token_ids))
-            episode.logprobs += generation.logprobs + [0.0] * (len(ids) - len(generation.token_ids))
-            text = chat.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
-            observation, _, terminated, truncated, _ = episode.env.step(text)
+    for env, request in zip(envs, requests, strict=True):
+        prompt, info = env.reset(options={"task": request.task})
+        trajectory = Trajectory(task_id=request.task.task_id, env_id=env.env_id, source=source,
+                                group_id=request.group_id)
+        _append_env_turns(trajectory, agent, [("system", info["system_prompt"]), ("user", prompt)])
+        episodes.append((env, Episode(request, trajectory, [info])))
+    while live := [(env, episode) for env, episode in episodes if not _done(episode.trajectory)]:
+        agent_turns = agent.act([episode for _, episode in live])
+        for (env, episode), agent_turn in zip(live, agent_turns, strict=True):
+            observation, reward, terminated, truncated, info = env.step(agent_turn.text)
+            trajectory = episode.trajectory
+            start = len(trajectory.token_ids)
+            trajectory.token_ids += agent_turn.token_ids
+            trajectory.loss_mask += agent_turn.loss_mask
+            trajectory.logprobs += agent_turn.logprobs
+            trajectory.turns.append(Turn(agent.role, agent_turn.text, start, len(trajectory.token_ids), reward,
+                                         info["action"], list(info["errors"])))
+            episode.infos.append(info)
             if terminated or truncated:
-                episode.done = True
-                continue
-            obs_ids = chat.observation_ids(observation)
-            if len(episode.token_ids) + len(obs_ids) + params.max_new_tokens > max_context_tokens:
-                episode.env.end_episode("context limit reached")
-                episode.done = True
-                continue
-            episode.token_ids += obs_ids
-            episode.loss_mask += [0] * len(obs_ids)
-            episode.logprobs += [0.0] * len(obs_ids)
-    trajectories = []
-    for episode in episodes:
-        trajectory = episode.env.trajectory(source=source, group_index=episode.group_index)
-        trajectory.token_ids = episode.token_ids
-        trajectory.loss_mask = episode.loss_mask
-        trajectory.logprobs = episode.logprobs
-        trajectories.append(trajectory)
-    return trajectories
+                trajectory.terminated, trajectory.truncated = terminated, truncated
+                trajectory.outcome, trajectory.format_valid = info["outcome"], info["format_valid"]
+            else:
+                _append_env_turns(trajectory, agent, [(info["observation_role"], observation)])
+    return [episode.trajectory for _, episode in episodes]
+
+
+def _done(trajectory: Trajectory) -> bool:
+    return trajectory.terminated or trajectory.truncated
+
+
+def _append_env_turns(trajectory: Trajectory, agent: Agent, turns: Sequence[tuple[str, str]]) -> None:
+    """Environment turns. The opening system and user messages are tokenized together, so their
+    tokens form the span of the last of them (the system turn's span is empty)."""
+    start = len(trajectory.token_ids)
+    if not trajectory.turns:
+        ids = agent.encode_prompt([{"role": role, "content": text} for role, text in turns])
+    else:
+        (_, text), = turns
+        ids = agent.encode_observation(text)
+    trajectory.token_ids += ids
+    trajectory.loss_mask += [0] * len(ids)
+    trajectory.logprobs += [0.0] * len(ids)
+    for index, (role, text) in enumerate(turns):
+        end = len(trajectory.token_ids) if index == len(turns) - 1 else start
+        trajectory.turns.append(Turn(role, text, start, end))
+        start = end

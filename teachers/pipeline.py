@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from envs.types import RecTask, Trajectory
+from envs.types import RankingTask, Trajectory
 from rollout.actors import map_actors_chunked, spawn
+from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
 
@@ -32,24 +33,24 @@ class TeacherWorker:
     """Plays teacher episodes in one process (a Ray actor in the pipeline)."""
 
     def __init__(self, env_spec: EnvSpec, tools: Sequence[str], num_recommend: int, genre_weight: float):
-        self.env = env_spec.make()
-        self.teacher = CFExpertTeacher(tools=tools, num_recommend=num_recommend, genre_weight=genre_weight)
+        self.env_spec = env_spec
+        self.teacher = CFExpertTeacher(env_spec.catalog, tools=tools, num_recommend=num_recommend,
+                                       genre_weight=genre_weight)
 
-    def play(self, tasks: Sequence[RecTask]) -> list[Trajectory]:
-        trajectories = []
-        for task in tasks:
-            self.teacher.play(self.env, task)
-            trajectories.append(self.env.trajectory(source=f"teacher:{self.teacher.name}"))
-        return trajectories
+    def play(self, tasks: Sequence[RankingTask]) -> list[Trajectory]:
+        """One teacher episode per task, in order (the episode loop the student uses, too)."""
+        envs = [self.env_spec.make() for _ in tasks]
+        requests = [EpisodeRequest(task, group_id=task.task_id) for task in tasks]
+        return run_episodes(self.teacher, envs, requests, source=f"teacher:{self.teacher.role}")
 
 
-def play_teacher(env_spec: EnvSpec, tasks: Sequence[RecTask], config: TeacherConfig) -> list[Trajectory]:
+def play_teacher(env_spec: EnvSpec, tasks: Sequence[RankingTask], config: TeacherConfig) -> list[Trajectory]:
     """All teacher episodes for ``tasks``, in task order, across ``config.num_workers`` actors."""
     args = (env_spec, config.tools, config.num_recommend, config.genre_weight)
     if config.num_workers <= 0:
         return TeacherWorker(*args).play(tasks)
     workers = spawn(TeacherWorker, config.num_workers, *args)
-    return map_actors_chunked(workers, "play", tasks, chunk_size=32 * config.num_workers, desc="teacher episodes")
+    return map_actors_chunked(workers, TeacherWorker.play, tasks, chunk_size=32 * config.num_workers, desc="teacher episodes")
 
 
 def keep_hits(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> list[Trajectory]:

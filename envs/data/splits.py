@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from envs.types import Catalog, Interaction, RecTask
+from envs.types import Catalog, Interaction, RankingTask
 
 
 def id_sort_key(identifier: str) -> tuple[int, int, str]:
@@ -83,7 +83,7 @@ def build_tasks(
     seed: int = 0,
     max_history: int = 50,
     exclude: Sequence[Interaction] = (),
-) -> list[RecTask]:
+) -> list[RankingTask]:
     """One leave-last-out ranking task per user who has a held-out item.
 
     Args:
@@ -130,7 +130,7 @@ def build_tasks(
         candidates = [target, *negatives]
         rng.shuffle(candidates)
         tasks.append(
-            RecTask(
+            RankingTask(
                 task_id=f"{catalog.name}:{user_id}",
                 user_id=user_id,
                 history=_last(history, max_history),
@@ -141,7 +141,7 @@ def build_tasks(
     return tasks
 
 
-def save_tasks(tasks: Iterable[RecTask], path: str | Path) -> None:
+def save_tasks(tasks: Iterable[RankingTask], path: str | Path) -> None:
     """Write tasks as JSON lines (parent folders are created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,7 @@ def save_tasks(tasks: Iterable[RecTask], path: str | Path) -> None:
             handle.write(json.dumps(task.to_json()) + "\n")
 
 
-def load_tasks(path: str | Path) -> list[RecTask]:
+def load_tasks(path: str | Path) -> list[RankingTask]:
     """Read tasks written by ``save_tasks``.
 
     Raises:
@@ -168,7 +168,7 @@ def load_tasks(path: str | Path) -> list[RecTask]:
             if not line.strip():
                 continue
             try:
-                tasks.append(RecTask.from_json(json.loads(line)))
+                tasks.append(RankingTask.from_json(json.loads(line)))
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise ValueError(f"{path}:{line_no}: not a valid task ({error!r})") from None
     return tasks
@@ -229,7 +229,7 @@ def _cutoff(user_sequence: list[Interaction], target_item_id: str) -> int:
 
 def tasks_from_file(
     path: str | Path, catalog: Catalog, *, max_history: int = 50
-) -> list[RecTask]:
+) -> list[RankingTask]:
     """Read user-supplied tasks, one JSON object per line.
 
     Each line looks like ``{"user_id": "196", "candidate_item_ids": [...],
@@ -264,7 +264,7 @@ def tasks_from_file(
             sequence = sequences.get(user_id, [])
             history = [it.item_id for it in sequence[: _cutoff(sequence, target)]]
             tasks.append(
-                RecTask(
+                RankingTask(
                     task_id=f"{catalog.name}:{user_id}:{line_no}",
                     user_id=user_id,
                     history=_last(history, max_history),
@@ -276,7 +276,7 @@ def tasks_from_file(
 
 
 def training_interactions(
-    interactions: Sequence[Interaction], tasks: Iterable[RecTask]
+    interactions: Sequence[Interaction], tasks: Iterable[RankingTask]
 ) -> list[Interaction]:
     """The interactions a model may learn from when it is scored on ``tasks``.
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from envs.tools.graph import InteractionGraph
-from envs.types import Catalog, Item, RecTask
+from envs.types import Catalog, Item, RankingTask
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,15 @@ class ToolSpec:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """A tool's reply: ``text`` goes back to the agent; ``error`` is set when ``ok`` is False."""
+    """A tool's reply: ``text`` goes back to the agent; ``data`` holds the same answer as values
+    (a ranked id list, a history id list, a dict, an Item) for agents that read structure, not text;
+    ``error`` is set when ``ok`` is False."""
 
+    name: str
     text: str
     ok: bool
     error: str | None = None
+    data: Any = None
 
 
 class ToolInputError(ValueError):
@@ -150,7 +154,7 @@ class Toolbox:
         catalog: Catalog,
         graph: InteractionGraph,
         *,
-        task: RecTask | None = None,
+        task: RankingTask | None = None,
         max_k: int = 20,
     ):
         self.catalog = catalog
@@ -228,9 +232,10 @@ class Toolbox:
             for parameter, value in checked.items():
                 if parameter in self._id_checks:
                     self._id_checks[parameter](value)
-            return ToolResult(text=handler(**checked), ok=True)
+            text, data = handler(**checked)
+            return ToolResult(name=name, text=text, ok=True, data=data)
         except ToolInputError as error:
-            return ToolResult(text=f"error: {error}", ok=False, error=str(error))
+            return ToolResult(name=str(name), text=f"error: {error}", ok=False, error=str(error))
 
     def _check_user(self, user_id: str) -> None:
         known = user_id in self.catalog.users or self.graph.has_user(user_id)
@@ -246,36 +251,38 @@ class Toolbox:
             return list(self.task.history)
         return self.graph.user_items(user_id)
 
-    def _user_info(self, user_id: str) -> str:
+    def _user_info(self, user_id: str) -> tuple[str, dict[str, Any]]:
         user = self.catalog.users.get(user_id)
-        attributes = ", ".join(f"{key} {value}" for key, value in user.attributes) if user else ""
-        prefix = f"user {user_id}: " + (f"{attributes}; " if attributes else "")
-        return f"{prefix}{len(self._history(user_id))} items"
+        attributes = dict(user.attributes) if user else {}
+        listed = ", ".join(f"{key} {value}" for key, value in attributes.items())
+        prefix = f"user {user_id}: " + (f"{listed}; " if listed else "")
+        count = len(self._history(user_id))
+        return f"{prefix}{count} items", {**attributes, "num_items": count}
 
-    def _item_info(self, item_id: str) -> str:
+    def _item_info(self, item_id: str) -> tuple[str, Item]:
         item = self.catalog.items[item_id]
-        return f"item {item_id}: {_item_label(item)}; {self.graph.popularity(item_id)} users"
+        return f"item {item_id}: {_item_label(item)}; {self.graph.popularity(item_id)} users", item
 
-    def _user_history(self, user_id: str, k: int) -> str:
+    def _user_history(self, user_id: str, k: int) -> tuple[str, list[str]]:
         recent = self._history(user_id)[-k:]
         if not recent:
-            return f"user {user_id} has no history"
+            return f"user {user_id} has no history", []
         entries = "; ".join(
             f"{i} {_item_label(self.catalog.items[i])}" if i in self.catalog.items else i
             for i in recent
         )
-        return f"user {user_id} last {len(recent)}: {entries}"
+        return f"user {user_id} last {len(recent)}: {entries}", recent
 
     def _ranking_text(
         self, method: str, user_id: str, scores: dict[str, float], pool: list[str], k: int
-    ) -> str:
+    ) -> tuple[str, list[str]]:
         if self.task is None:
             # Without candidates, zero scores carry no information: list only real matches.
             pool = [item_id for item_id in pool if scores.get(item_id, 0.0) > 0]
         top = rank_candidates(scores, pool)[:k]
         if not top:
-            return f"{method} found no items for user {user_id}"
-        return f"{method} ranking for user {user_id}: {', '.join(top)}"
+            return f"{method} found no items for user {user_id}", []
+        return f"{method} ranking for user {user_id}: {', '.join(top)}", top
 
     def _pool(self, user_id: str) -> list[str]:
         """Items to rank: the task's candidates, or every graph item the user has not seen."""
@@ -284,12 +291,12 @@ class Toolbox:
         seen = set(self._history(user_id))
         return [item_id for item_id in self.graph.item_ids if item_id not in seen]
 
-    def _item_cf(self, user_id: str, k: int) -> str:
+    def _item_cf(self, user_id: str, k: int) -> tuple[str, list[str]]:
         pool = self._pool(user_id)
         scores = self.graph.item_cf_scores(self._history(user_id), pool)
         return self._ranking_text("item_cf", user_id, scores, pool, k)
 
-    def _user_cf(self, user_id: str, k: int) -> str:
+    def _user_cf(self, user_id: str, k: int) -> tuple[str, list[str]]:
         pool = self._pool(user_id)
         scores = self.graph.user_cf_scores(user_id, pool, history=self._history(user_id))
         return self._ranking_text("user_cf", user_id, scores, pool, k)

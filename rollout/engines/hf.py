@@ -1,81 +1,96 @@
-"""Batched generation with Hugging Face transformers: left padding, KV cache, per-token log-probs.
+"""The Hugging Face transformers engine: left-padded batches, KV cache, per-token log-probs, and
+weight updates that never drift.
 
 On CUDA the decode loop uses a static KV cache (compiled, CUDA graphs): plain dynamic-cache
-``generate`` is launch-bound on a fast GPU.
+``generate`` is launch-bound on a fast GPU. Weight updates copy into the existing parameter tensors,
+so compiled graphs stay valid.
+
+LoRA adapters are merged into the plain model as ``W0 + (alpha / r) * B @ A`` from a pristine copy
+``W0`` of each adapted weight. Merging into and unmerging from the live weights instead (peft's
+``merge_adapter`` / ``unmerge_adapter``) rounds them on every update, and the base model drifts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import gc
+import re
+from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
+from rollout.engines.base import Generation, SamplingParams, derive_seed
+from rollout.policy import LoraSettings, is_lora
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample one assistant turn."""
-
-    max_new_tokens: int = 96
-    temperature: float = 0.0
-    top_p: float = 1.0
-
-
-@dataclass
-class Generation:
-    """One completion: the new token ids, their log-probs, and whether a stop token ended it."""
-
-    token_ids: list[int]
-    logprobs: list[float]
-    finished: bool
+LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
+"""A peft adapter weight, as ``get_peft_model_state_dict`` and ``adapter_model.safetensors`` name it:
+``base_model.model.<module>.lora_A.weight`` or ``...lora_B.weight``."""
 
 
 class HFEngine:
-    """Generates for many token-id prompts at once with any HF causal LM (optionally LoRA-wrapped).
+    """Generates for many token-id prompts at once with a plain HF causal LM (an ``Engine``).
 
     Args:
-        model: the causal LM, on its device.
-        tokenizer: its tokenizer (for the pad id).
+        model: the causal LM on its device; a plain transformers model, never a peft model.
+        pad_token_id: fills the left of shorter prompts in a batch.
         stop_token_ids: tokens that end a turn (kept in the output).
         max_batch_size: prompts per ``generate`` call; longer lists are split, shortest first.
         static_cache: static KV cache with compiled decoding; default on for CUDA only.
+        lora: the adapter shape when weight updates are LoRA adapters (scale ``alpha / r``).
     """
 
-    def __init__(self, model, tokenizer, *, stop_token_ids: list[int], max_batch_size: int = 16,
-                 static_cache: bool | None = None):
+    def __init__(self, model, *, pad_token_id: int, stop_token_ids: Sequence[int], max_batch_size: int = 16,
+                 static_cache: bool | None = None, lora: LoraSettings | None = None):
+        if is_lora(model):
+            raise TypeError("HFEngine takes the plain model, not a peft model: build it with lora=LoraSettings(...) "
+                            "and hand it the adapter weights through update_weights")
         self.model = model.eval()
-        self.tokenizer = tokenizer
+        self.pad_token_id = pad_token_id
         self.stop_token_ids = list(stop_token_ids)
-        self.pad_id = tokenizer.pad_token_id
         self.max_batch_size = max_batch_size
+        self.lora = lora
         self.device = next(model.parameters()).device
         self.static_cache = self.device.type == "cuda" if static_cache is None else static_cache
+        self._base_weights: dict[str, torch.Tensor] = {}
+        """The pristine weight of every module a LoRA update has touched, by module name."""
+        self._base_replaced = False
+        """A full update has overwritten the base model: no LoRA adapter applies to it any more."""
 
     @torch.no_grad()
-    def generate(self, prompts: list[list[int]], params: SamplingParams, *, seed: int | None = None) -> list[Generation]:
-        """Completes every prompt; order of the results follows ``prompts``."""
-        if seed is not None:
-            torch.manual_seed(seed)
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, *,
+                 seeds: Sequence[int] | None = None) -> list[Generation]:
+        """Completes every prompt, results in prompt order.
+
+        Args:
+            prompts: token ids of each prompt.
+            params: how to sample.
+            seeds: one per prompt. HF samples a whole batch from one RNG, so each sub-batch is
+                seeded with ``derive_seed`` of its prompts' seeds; torch's global RNG is left as it was.
+                Without seeds, sampling draws from torch's global RNG.
+        """
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; pass one seed per prompt")
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[Generation | None] = [None] * len(prompts)
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
-            for index, generation in zip(chunk, self._generate_batch([prompts[i] for i in chunk], params)):
+            seed = None if seeds is None else derive_seed(*(seeds[i] for i in chunk))
+            for index, generation in zip(chunk, self._generate_batch([prompts[i] for i in chunk], params, seed)):
                 results[index] = generation
         return results
 
-    def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            attention_mask[row, width - len(prompt) :] = 1
+    def _generate_batch(self, prompts: list[Sequence[int]], params: SamplingParams,
+                        seed: int | None) -> list[Generation]:
+        rows = [torch.tensor(prompt, dtype=torch.long) for prompt in prompts]
+        input_ids = pad_sequence(rows, batch_first=True, padding_value=self.pad_token_id, padding_side="left")
+        attention_mask = pad_sequence([torch.ones_like(row) for row in rows], batch_first=True, padding_side="left")
         sample = params.temperature > 0
         kwargs = dict(
             max_new_tokens=params.max_new_tokens,
             do_sample=sample,
             eos_token_id=self.stop_token_ids,
-            pad_token_id=self.pad_id,
+            pad_token_id=self.pad_token_id,
             return_dict_in_generate=True,
             output_scores=True,
         )
@@ -85,22 +100,113 @@ class HFEngine:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if self.static_cache:
             kwargs["cache_implementation"] = "static"
-        out = self.model.generate(
-            input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device), **kwargs
-        )
-        new_tokens = out.sequences[:, width:].cpu()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(input_ids=input_ids.to(self.device),
+                                      attention_mask=attention_mask.to(self.device), **kwargs)
+        new_tokens = out.sequences[:, input_ids.shape[1] :]
         # scores are the logits after temperature/top-p: the distribution the tokens were drawn from.
         logprobs = torch.stack(
-            [torch.log_softmax(s.float(), dim=-1).gather(1, new_tokens[:, i : i + 1].to(s.device)).squeeze(1).cpu()
-             for i, s in enumerate(out.scores)],
+            [-F.cross_entropy(scores.float(), new_tokens[:, step], reduction="none")
+             for step, scores in enumerate(out.scores)],
             dim=1,
         )
+        stops = set(self.stop_token_ids)
         generations = []
-        for row in range(len(prompts)):
-            ids = new_tokens[row].tolist()
-            stop = next((i for i, t in enumerate(ids) if t in self.stop_token_ids), None)
+        for ids, row_logprobs in zip(new_tokens.tolist(), logprobs.tolist()):
+            stop = next((i for i, token in enumerate(ids) if token in stops), None)
             end = len(ids) if stop is None else stop + 1
-            generations.append(
-                Generation(token_ids=ids[:end], logprobs=logprobs[row, :end].tolist(), finished=stop is not None)
-            )
+            generations.append(Generation(ids[:end], row_logprobs[:end], "length" if stop is None else "stop"))
         return generations
+
+    @torch.no_grad()
+    def update_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Takes new policy weights, as a learner hands them out.
+
+        A LoRA adapter's state (peft keys, ``...q_proj.lora_A.weight``) sets every adapted weight to
+        ``W0 + (alpha / r) * B @ A`` (computed in fp32) from a pristine copy ``W0``; modules adapted
+        before but absent from ``state`` go back to ``W0``, so ``{}`` restores the base model exactly.
+        A state without LoRA keys holds every weight of the model and replaces it.
+
+        Raises:
+            ValueError: ``state`` does not fit the model (a key naming no weight, a wrong shape, a
+                missing weight), the weights are left as they were; or a LoRA state or ``{}`` comes
+                after a full update, which left no base model to apply it to.
+        """
+        if not state or any(".lora_" in key for key in state):
+            self._set_lora(state)
+        else:
+            self._set_full(state)
+
+    def _set_lora(self, state: dict[str, torch.Tensor]) -> None:
+        if self._base_replaced:
+            raise ValueError("a full weight update replaced the base model, so neither LoRA weights nor {} "
+                             "(the base model) apply to it any more; build a fresh engine on the base model")
+        factors = self._lora_factors(state)
+        for name, base in self._base_weights.items():
+            if name not in factors:
+                self.model.get_submodule(name).weight.copy_(base)
+        for name, (lora_a, lora_b) in factors.items():
+            weight = self.model.get_submodule(name).weight
+            base = self._base_weights.setdefault(name, weight.detach().clone())
+            delta = lora_b.to(weight.device, torch.float32) @ lora_a.to(weight.device, torch.float32)
+            weight.copy_(base.float() + (self.lora.alpha / self.lora.r) * delta)  # copy_ casts to the weight's dtype
+
+    def _lora_factors(self, state: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """``(A, B)`` of each adapted module, after checking that they fit the model."""
+        if state and self.lora is None:
+            raise ValueError("got LoRA adapter weights, but this engine was built without lora=LoraSettings(...)")
+        keys: dict[str, dict[str, str]] = {}
+        for key in state:
+            match = LORA_KEY.match(key)
+            if match is None:
+                raise ValueError(f"'{key}' is not a LoRA weight ('<module>.lora_A.weight' or '.lora_B.weight'); "
+                                 "a state holds either a LoRA adapter or every weight of the model")
+            keys.setdefault(match["module"], {})[match["factor"]] = key
+        modules = dict(self.model.named_modules())
+        factors = {}
+        for name, pair in keys.items():
+            if len(pair) < 2:
+                raise ValueError(f"'{next(iter(pair.values()))}' comes without its LoRA partner "
+                                 f"(lora_A and lora_B go together)")
+            key_a, key_b = pair["A"], pair["B"]
+            weight = getattr(modules.get(name), "weight", None)
+            if weight is None or weight.ndim != 2:
+                raise ValueError(f"'{key_a}': the model has no linear layer '{name}'")
+            if not any(name == t or name.endswith("." + t) for t in self.lora.target_modules):
+                raise ValueError(f"'{key_a}': '{name}' is not among the LoRA target modules {self.lora.target_modules}")
+            lora_a, lora_b = state[key_a], state[key_b]
+            if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[0] != self.lora.r or lora_b.shape[1] != self.lora.r:
+                raise ValueError(f"'{key_a}' {tuple(lora_a.shape)} and '{key_b}' {tuple(lora_b.shape)} are not rank "
+                                 f"r={self.lora.r} LoRA factors")
+            if (lora_b.shape[0], lora_a.shape[1]) != tuple(weight.shape):
+                raise ValueError(f"'{key_a}' and '{key_b}' make a {lora_b.shape[0]}x{lora_a.shape[1]} update, "
+                                 f"but '{name}.weight' is {tuple(weight.shape)}")
+            factors[name] = (lora_a, lora_b)
+        return factors
+
+    def _set_full(self, state: dict[str, torch.Tensor]) -> None:
+        expected = self.model.state_dict()
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        loaded = {id(params[key]) for key in state if key in params}
+        tied = {name for name, param in params.items() if id(param) in loaded}  # shares a loaded weight
+        missing = [key for key in expected if key not in state and key not in tied]
+        unexpected = [key for key in state if key not in expected]
+        mismatched = [key for key in state if key in expected and state[key].shape != expected[key].shape]
+        if missing or unexpected or mismatched:
+            raise ValueError(f"weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                             f"wrong shape {mismatched[:3]}")
+        self.model.load_state_dict(state, strict=False)
+        self._base_weights.clear()
+        self._base_replaced = True
+
+    def release_memory(self) -> None:
+        """Drops the static KV cache transformers keeps on the model between ``generate`` calls and
+        hands freed memory back to the device; compiled graphs and pristine weights stay."""
+        if hasattr(self.model, "_cache"):
+            del self.model._cache
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -5,11 +5,11 @@ import pytest
 from envs.baselines import BASELINES, rank_itemknn, rank_pop, rank_random, rank_userknn
 from envs.data import build_tasks, synthetic_catalog, training_interactions
 from envs.tools import InteractionGraph
-from envs.types import Interaction, RecTask
+from envs.types import Interaction, RankingTask
 
 
 @pytest.fixture(scope="module")
-def synthetic_setup() -> tuple[list[RecTask], InteractionGraph]:
+def synthetic_setup() -> tuple[list[RankingTask], InteractionGraph]:
     # 200 users, so hit rates are measured on enough tasks to be stable.
     catalog = synthetic_catalog(num_users=200)
     tasks = build_tasks(catalog)
@@ -17,7 +17,7 @@ def synthetic_setup() -> tuple[list[RecTask], InteractionGraph]:
     return tasks, graph
 
 
-def hit_rate_at_1(name: str, tasks: list[RecTask], graph: InteractionGraph) -> float:
+def hit_rate_at_1(name: str, tasks: list[RankingTask], graph: InteractionGraph) -> float:
     return sum(BASELINES[name](t, graph, 0)[0] == t.target_item_id for t in tasks) / len(tasks)
 
 
@@ -51,7 +51,7 @@ def test_rankers_on_a_hand_built_graph():
     rows = [("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u2", "c"), ("u3", "c"),
             ("u3", "d"), ("u4", "d")]
     graph = InteractionGraph.from_interactions(Interaction(u, i, 5.0, 1.0) for u, i in rows)
-    task = RecTask("t", "new", ("a",), ("d", "c", "b", "zz"), "b")
+    task = RankingTask(task_id="t", user_id="new", history=("a",), candidate_item_ids=("d", "c", "b", "zz"), target_item_id="b")
     assert rank_pop(task, graph) == ["d", "c", "b", "zz"]  # ties keep candidate order
     assert rank_itemknn(task, graph) == ["b", "c", "d", "zz"]
     assert rank_userknn(task, graph) == ["b", "c", "d", "zz"]

@@ -21,7 +21,7 @@ from envs.data import (
     training_interactions,
 )
 from envs.data import movielens
-from envs.types import Catalog, Interaction, Item, RecTask, User
+from envs.types import Catalog, Interaction, Item, RankingTask, User
 
 
 def make_catalog(rows: list[tuple[str, str, float]], extra_items: int = 0) -> Catalog:
@@ -116,7 +116,7 @@ def test_leave_last_out_breaks_timestamp_ties_by_numeric_then_text_item_id():
 
 
 @pytest.fixture(scope="module")
-def ml100k_tasks(ml100k) -> list[RecTask]:
+def ml100k_tasks(ml100k) -> list[RankingTask]:
     return build_tasks(ml100k)
 
 
@@ -201,7 +201,7 @@ def test_tasks_from_file_builds_history_before_the_target(tmp_path, ml100k):
         {"user_id": "2", "candidate_item_ids": ["x2", "d"], "target_item_id": "d"},
     ])
     first, second = tasks_from_file(path, catalog, max_history=1)
-    assert first == RecTask("toy:1:1", "1", ("b",), ("x0", "c", "x1"), "c")
+    assert first == RankingTask(task_id="toy:1:1", user_id="1", history=("b",), candidate_item_ids=("x0", "c", "x1"), target_item_id="c")
     assert second.task_id == "toy:2:3" and second.history == ("a",)  # never saw "d": all items
 
     integer_ids = {"user_id": 196, "candidate_item_ids": [242, 1], "target_item_id": 242}
@@ -257,9 +257,9 @@ def test_training_interactions_equal_leave_last_out_train(ml100k, ml100k_tasks, 
 def test_training_interactions_cut_at_the_earliest_target():
     interactions = make_catalog(TOY_ROWS).interactions
     tasks = [
-        RecTask("t1", "1", (), ("d", "a"), "d"),
-        RecTask("t2", "1", (), ("b", "a"), "b"),
-        RecTask("t3", "2", (), ("zz", "a"), "zz"),  # never interacted: nothing dropped
+        RankingTask(task_id="t1", user_id="1", history=(), candidate_item_ids=("d", "a"), target_item_id="d"),
+        RankingTask(task_id="t2", user_id="1", history=(), candidate_item_ids=("b", "a"), target_item_id="b"),
+        RankingTask(task_id="t3", user_id="2", history=(), candidate_item_ids=("zz", "a"), target_item_id="zz"),  # never interacted: nothing dropped
     ]
     kept = training_interactions(interactions, tasks)
     assert [(it.user_id, it.item_id) for it in kept] == [("1", "a"), ("2", "a")]

@@ -14,7 +14,7 @@ from envs.tools import (
     rank_candidates,
     validate_arguments,
 )
-from envs.types import Interaction, RecTask
+from envs.types import Interaction, RankingTask
 
 # ---------------------------------------------------------------- InteractionGraph
 
@@ -151,7 +151,8 @@ def test_user_and_item_info(toolbox, ml100k_setup):
     _, graph, task = ml100k_setup
     result = toolbox.call("user_info", {"user_id": "196"})
     assert result == ToolResult(
-        f"user 196: age 49, gender M, occupation writer; {len(task.history)} items", ok=True
+        "user_info", f"user 196: age 49, gender M, occupation writer; {len(task.history)} items", ok=True,
+        data={"age": "49", "gender": "M", "occupation": "writer", "num_items": len(task.history)},
     )
     result = toolbox.call("item_info", {"item_id": "242"})
     assert result.ok
@@ -169,6 +170,7 @@ def test_user_history_shows_the_last_k_items_oldest_first(toolbox, ml100k_setup)
         f"[{', '.join(catalog.items[first].genres)}]; {second} {catalog.items[second].title}"
         f" ({catalog.items[second].year}) [{', '.join(catalog.items[second].genres)}]"
     )
+    assert result.data == [first, second]
     assert toolbox.call("user_history", {"user_id": "196"}).text.startswith("user 196 last 5: ")
     other = toolbox.call("user_history", {"user_id": "1", "k": 1}).text  # uses the graph
     assert other.startswith(f"user 1 last 1: {graph.user_items('1')[-1]} ")
@@ -186,6 +188,7 @@ def test_ranking_tools_rank_the_bound_task_candidates(toolbox, ml100k_setup, met
         scores = graph.user_cf_scores("196", task.candidate_item_ids, history=task.history)
     expected = rank_candidates(scores, task.candidate_item_ids)[:5]
     assert result.text.removeprefix(prefix).split(", ") == expected
+    assert result.data == expected  # the same ranking as values, for agents that read structure
     default = toolbox.call(method, {"user_id": "196"}).text.removeprefix(prefix).split(", ")
     assert len(default) == 10 and set(default) <= set(task.candidate_item_ids)
 
@@ -247,7 +250,7 @@ def test_no_garbage_makes_a_tool_raise(toolbox):
 
 def test_task_user_unknown_to_the_catalog_can_still_be_queried(ml100k_setup):
     catalog, graph, _ = ml100k_setup
-    task = RecTask("cold:1", "cold-start", ("242", "1"), ("50", "100"), "50")
+    task = RankingTask(task_id="cold:1", user_id="cold-start", history=("242", "1"), candidate_item_ids=("50", "100"), target_item_id="50")
     toolbox = Toolbox(catalog, graph, task=task)
     assert toolbox.call("user_info", {"user_id": "cold-start"}).text == "user cold-start: 2 items"
     assert toolbox.call("item_cf", {"user_id": "cold-start", "k": 2}).ok

@@ -1,5 +1,6 @@
 """Config: typed defaults, YAML and key=value overrides, unknown keys named in the error."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,13 @@ def test_tasks_are_reused_only_with_the_settings_they_were_built_with(tmp_path, 
     assert (tmp_path / "data" / "eval_tasks.jsonl").read_text() == first
     assert main(["data", run_dir, "data.dataset=synthetic", "data.num_negatives=9", "logging.mode=disabled"]) == 1
     assert "built with data settings" in capsys.readouterr().err
+
+
+def test_the_cli_takes_the_wandb_mode_without_changing_the_process_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert main(["data", f"run_dir={tmp_path / 'a'}", "data.dataset=synthetic", "logging.mode=disabled"]) == 0
+    assert "WANDB_MODE" not in os.environ  # a later command (or test) still gets its own config's mode
+    assert not (tmp_path / "a" / "wandb").exists()  # disabled: no W&B files
+    assert main(["data", f"run_dir={tmp_path / 'b'}", "data.dataset=synthetic", "logging.mode=offline"]) == 0
+    assert list((tmp_path / "b" / "wandb").glob("offline-run-*"))
+    assert "WANDB_MODE" not in os.environ

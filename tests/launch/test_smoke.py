@@ -5,7 +5,7 @@ import json
 import pytest
 
 from launch.cli import main
-from rl.grpo import read_trainer_state
+from rl.checkpoints import latest_checkpoint, read_trainer_state
 
 SMOKE = [
     "data.dataset=synthetic", "data.num_negatives=4",
@@ -13,7 +13,7 @@ SMOKE = [
     "model.name=tiny-random", "model.lora_r=0",
     "sft.lr=0.005", "sft.epochs=20", "sft.max_examples=24", "sft.batch_size=4",
     "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=64", "grpo.lr=0.0001",
-    "eval.num_tasks=12", "eval.max_new_tokens=64", "rollout.max_context_tokens=768",
+    "eval.num_tasks=12", "eval.max_new_tokens=64",
 ]
 
 
@@ -31,6 +31,7 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     assert sum(sft_losses[-6:]) / 6 < 0.25 * sum(sft_losses[:6]) / 6, sft_losses
     grpo_rows = [r for r in rows if "reward/total" in r]
     assert len(grpo_rows) == 2 and all("reward/format" in r and "reward/tiered_hit" in r for r in grpo_rows)
+    assert grpo_rows[0]["train/kl"] < 1e-6  # the reference is the policy GRPO starts from
     assert any("eval/hr_avg" in r for r in rows)
 
     report = json.loads((run_dir / "eval.json").read_text())
@@ -64,7 +65,7 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     assert main(["train", f"run_dir={run_dir}", *SMOKE, "grpo.steps=3"]) == 0
     out = capsys.readouterr().out
     assert "resuming after step 2 of 3" in out and "[train] 1 GRPO steps" in out
-    assert read_trainer_state(run_dir / "grpo" / "adapter")["step"] == 3
+    assert read_trainer_state(latest_checkpoint(run_dir / "grpo"))["step"] == 3
     assert main(["train", f"run_dir={run_dir}", *SMOKE, "grpo.steps=3"]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert not (run_dir / "adapter" / "optimizer.pt").exists()  # the final adapter is only weights

@@ -1,24 +1,31 @@
 """Run-folder bookkeeping of the stages: which GRPO checkpoint may be resumed."""
 
 import hashlib
-import json
 
 import pytest
 
-from launch.stages import RunPaths, resume_step
+from launch.stages import RunPaths, resume_from
+from rl.checkpoints import ResumeError, save_checkpoint
 from rollout.policy import checkpoint_fingerprint
 
+STATE = {"sft": "abc", "seed": 0, "tasks_per_step": 2, "group_size": 4, "tasks": "t"}
 
-def test_a_grpo_checkpoint_is_resumed_only_from_the_same_sft_adapter(tmp_path, capsys):
+
+def write_weights(folder):
+    (folder / "adapter_model.safetensors").write_bytes(b"w")
+
+
+def test_the_latest_grpo_checkpoint_is_resumed_only_with_the_same_sft_and_data_order(tmp_path, capsys):
     paths = RunPaths(tmp_path)
-    assert resume_step(paths, "abc") == 0  # nothing saved yet
-    paths.grpo_adapter.mkdir(parents=True)
-    (paths.grpo_adapter / "trainer_state.json").write_text(json.dumps({"step": 2, "sft": "abc"}))
-    assert resume_step(paths, "abc") == 0  # a state without weights is no checkpoint
-    (paths.grpo_adapter / "adapter_config.json").write_text("{}")
-    assert resume_step(paths, "abc") == 2
-    assert resume_step(paths, "def") == 0
+    assert resume_from(paths, STATE) is None  # nothing saved yet
+    for step in (1, 2):
+        save_checkpoint(paths.grpo_checkpoints, step, write_weights, STATE)
+    assert resume_from(paths, STATE) == paths.grpo_checkpoints / "step-000002"
+    with pytest.raises(ResumeError, match=r"group_size: 4 -> 8"):
+        resume_from(paths, {**STATE, "group_size": 8})
+    assert resume_from(paths, {**STATE, "sft": "def"}) is None  # a new SFT adapter starts over
     assert "starting over" in capsys.readouterr().out
+    assert not paths.grpo_checkpoints.exists()
 
 
 def test_fingerprints_hash_the_weights(tmp_path):

@@ -1,20 +1,19 @@
 import pytest
 
-from envs.types import Trajectory
-from rewards import REWARD_FUNCTIONS, check_weights, register_reward, score
+from envs.types import ParsedAction, RankingOutcome, ToolCall, Trajectory, Turn
+from rewards import REWARD_FUNCTIONS, check_weights, register_reward, score, score_batch
 
 
-def make_trajectory(*, rank, format_valid=True, num_tool_calls=0):
+def make_trajectory(*, rank, format_valid=True, num_tool_calls=0, turn_rewards=(0.0,)):
+    calls = [ToolCall("user_cf", {"user_id": "1"})] * num_tool_calls
+    turns = [Turn("policy", "...", action=ParsedAction(tool_calls=calls), reward=r) for r in turn_rewards]
     return Trajectory(
         task_id="t0",
         env_id="SequentialRec-v0",
         source="test",
-        messages=[],
-        actions=[],
-        target_item_id="target",
-        rank=rank,
+        turns=turns,
+        outcome=RankingOutcome(ranking=("a", "b", "c"), rank=rank),
         format_valid=format_valid,
-        num_tool_calls=num_tool_calls,
     )
 
 
@@ -97,3 +96,19 @@ def test_register_reward_refuses_duplicates_unless_overwrite(restore_registry):
         register_reward("format")(lambda trajectory: 0.0)
     register_reward("format", overwrite=True)(lambda trajectory: 0.0)
     assert score(make_trajectory(rank=1), {"format": 1.0})[0] == 0.0
+
+
+def test_env_reward_sums_the_turn_rewards():
+    trajectory = make_trajectory(rank=2, turn_rewards=(0.0, 0.25, 0.5))
+    assert score(trajectory, {"env": 2.0}) == (pytest.approx(1.5), {"env": pytest.approx(0.75)})
+
+
+def test_score_batch_fills_every_trajectory_and_checks_weights_first():
+    batch = [make_trajectory(rank=1), make_trajectory(rank=None, format_valid=False)]
+    score_batch(batch, {"format": 1.0, "hr@1": 1.0})
+    assert [t.reward for t in batch] == [2.0, -1.0]
+    assert batch[1].rewards == {"format": -1.0, "hr@1": 0.0}
+    untouched = make_trajectory(rank=1)
+    with pytest.raises(ValueError, match="Unknown reward"):
+        score_batch([untouched], {"nope": 1.0})
+    assert untouched.rewards == {}

@@ -10,7 +10,9 @@ from rl.algorithms import (
     kl_penalty,
     masked_mean,
     policy_loss,
+    token_advantages,
     token_logprobs,
+    truncated_importance_weights,
 )
 
 # ---------------------------------------------------------------- masked_mean
@@ -47,33 +49,57 @@ def test_grpo_advantages_by_hand():
     # group 1: all equal -> zero advantages
     std = math.sqrt(2 / 3)
     expected = torch.tensor([-1 / std, 0.0, 1 / std, 0.0, 0.0, 0.0])
-    torch.testing.assert_close(grpo_advantages(rewards, 3, eps=1e-12), expected)
+    group_ids = ["t0", "t0", "t0", "t1", "t1", "t1"]
+    torch.testing.assert_close(grpo_advantages(rewards, group_ids, eps=1e-12), expected)
     # the default eps = 1e-6 shifts the result only slightly
-    torch.testing.assert_close(grpo_advantages(rewards, 3), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grpo_advantages(rewards, group_ids), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_grpo_advantages_of_interleaved_groups_of_different_sizes():
+    # group "a" at positions 0, 2, 5: rewards 1, 4, 1 -> mean 2, centred -1, 2, -1,
+    #   population std sqrt((1 + 4 + 1) / 3) = sqrt(2)
+    # group "b" at positions 1, 4: rewards 0, 2 -> mean 1, centred -1, 1, std 1
+    # group "c" at position 3 alone -> 0
+    rewards = torch.tensor([1.0, 0.0, 4.0, 9.0, 2.0, 1.0])
+    group_ids = ["a", "b", "a", "c", "b", "a"]
+    root2 = math.sqrt(2)
+    expected = torch.tensor([-1 / root2, -1.0, 2 / root2, 0.0, 1.0, -1 / root2])
+    torch.testing.assert_close(grpo_advantages(rewards, group_ids, eps=1e-12), expected)
+    # integer ids in a tensor name the same groups
+    as_tensor = torch.tensor([7, 3, 7, 5, 3, 7])
+    torch.testing.assert_close(grpo_advantages(rewards, as_tensor, eps=1e-12), expected)
 
 
 def test_grpo_advantages_without_std_scaling():
     rewards = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
     torch.testing.assert_close(
-        grpo_advantages(rewards, 3, scale_by_std=False),
-        torch.tensor([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]),
+        grpo_advantages(rewards, [0, 1, 0, 1, 0, 1], scale_by_std=False),
+        # group 0 (1, 3, 5): mean 3; group 1 (2, 5, 5): mean 4
+        torch.tensor([-2.0, -2.0, 0.0, 1.0, 2.0, 1.0]),
     )
 
 
 def test_grpo_zero_variance_groups_give_zero_advantages():
     rewards = torch.tensor([0.1, 0.1, 0.1, 0.1, -1.0, -1.0, -1.0, -1.0])
-    torch.testing.assert_close(grpo_advantages(rewards, 4), torch.zeros(8), atol=1e-6, rtol=0)
+    # exactly 0, although the float mean of four 0.1s is not exactly 0.1
+    assert torch.equal(grpo_advantages(rewards, [0] * 4 + [1] * 4), torch.zeros(8))
     # a group of one has zero variance too
-    torch.testing.assert_close(grpo_advantages(torch.tensor([3.0, 7.0]), 1), torch.zeros(2))
+    torch.testing.assert_close(grpo_advantages(torch.tensor([3.0, 7.0]), ["x", "y"]), torch.zeros(2))
 
 
 def test_grpo_advantages_bad_inputs():
-    with pytest.raises(ValueError, match="groups of 4"):
-        grpo_advantages(torch.zeros(6), 4)
-    with pytest.raises(ValueError, match="group_size"):
-        grpo_advantages(torch.zeros(6), 0)
+    with pytest.raises(ValueError, match="5 group ids for 6 rewards"):
+        grpo_advantages(torch.zeros(6), [0, 0, 1, 1, 2])
     with pytest.raises(ValueError, match="1-D"):
-        grpo_advantages(torch.zeros(2, 3), 3)
+        grpo_advantages(torch.zeros(2, 3), [0, 1])
+
+
+def test_token_advantages_spread_over_policy_tokens():
+    mask = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0]])
+    torch.testing.assert_close(
+        token_advantages(torch.tensor([0.5, -2.0]), mask),
+        torch.tensor([[0.0, 0.5, 0.5], [-2.0, 0.0, -2.0]]),
+    )
 
 
 # ------------------------------------------------------------ token_logprobs
@@ -209,6 +235,29 @@ def test_policy_loss_accepts_per_token_advantages():
     torch.testing.assert_close(loss_seq, loss_tok)
 
 
+def test_policy_loss_weights_scale_each_token():
+    logp, old_logp = make_logps()
+    weights = torch.tensor([[2.0, 1.0], [0.5, 0.0]])
+    loss, metrics = policy_loss(logp, old_logp, ADVANTAGES, torch.ones(2, 2), clip_eps=0.2, weights=weights)
+    # per-token losses [[-1.2, -0.5], [3.0, 1.6]] times the weights, over 4 tokens:
+    # (-2.4 - 0.5 + 1.5 + 0) / 4 = -0.35
+    assert loss.item() == pytest.approx(-0.35)
+    assert metrics["clip_frac"] == pytest.approx(0.5)  # the weights do not change what is clipped
+    loss.backward()
+    # unclipped tokens' gradients times their weights: (0, 1): -0.125 * 1, (1, 0): 0.75 * 0.5
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, -0.125], [0.375, 0.0]]))
+
+
+def test_truncated_importance_weights_by_hand():
+    old_logp = torch.tensor([[-1.0, -2.0, -0.5]])
+    sampler_logp = torch.tensor([[-1.0, -1.0, -2.0]])
+    # exp(0) = 1, exp(-1) = 0.367879, exp(1.5) = 4.48 capped at 2
+    torch.testing.assert_close(
+        truncated_importance_weights(old_logp, sampler_logp, cap=2.0),
+        torch.tensor([[1.0, 0.367879, 2.0]]),
+    )
+
+
 # ---------------------------------------------------------------- kl_penalty
 
 
@@ -262,6 +311,18 @@ def test_grpo_loss_by_hand():
     torch.testing.assert_close(
         logp.grad, torch.tensor([[0.0125, -0.1125], [0.7625, 0.0125]])
     )
+
+
+def test_grpo_loss_weights_the_policy_term_only():
+    logp, old_logp = make_logps()
+    ref_logp = logp.detach() - math.log(2)
+    loss, metrics = grpo_loss(
+        logp, old_logp, ref_logp, ADVANTAGES, torch.ones(2, 2), clip_eps=0.2, kl_coef=0.1,
+        weights=torch.full((2, 2), 2.0),
+    )
+    assert metrics["policy_loss"] == pytest.approx(2 * 0.725)
+    assert metrics["kl"] == pytest.approx(0.193147, abs=1e-6)
+    assert loss.item() == pytest.approx(2 * 0.725 + 0.1 * 0.193147, abs=1e-6)
 
 
 def test_grpo_loss_without_reference():

@@ -4,13 +4,14 @@ import pytest
 
 from envs.data import build_tasks, training_interactions
 from envs.tools import InteractionGraph
-from envs.types import Trajectory
+from envs.types import ParsedAction, RankingOutcome, ToolCall, Trajectory, Turn
 from rl.evaluate import baseline_metrics, format_table, trajectory_metrics
 
 
 def episode(rank, valid, calls):
-    return Trajectory(task_id="t", env_id="e", source="s", messages=[], actions=[], target_item_id="x",
-                      rank=rank, format_valid=valid, num_tool_calls=calls)
+    action = ParsedAction(tool_calls=[ToolCall("user_cf", {"user_id": "1"})] * calls)
+    return Trajectory(task_id="t", env_id="e", source="s", turns=[Turn("policy", "...", action=action)],
+                      outcome=RankingOutcome(rank=rank), format_valid=valid)
 
 
 def test_trajectory_metrics_by_hand():

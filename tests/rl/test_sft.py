@@ -2,16 +2,14 @@
 
 import pytest
 
-from envs.types import Trajectory
+from envs.types import Trajectory, Turn
 from rl.sft import SFTConfig, sft_examples, train_sft
 from rollout.chat import ChatFormat
 
 
 def trajectory(answer: str) -> Trajectory:
-    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                {"role": "assistant", "content": answer}]
-    return Trajectory(task_id=answer, env_id="e", source="teacher", messages=messages, actions=[],
-                      target_item_id="1")
+    turns = [Turn("system", "s"), Turn("user", "u"), Turn("cf_expert", answer)]
+    return Trajectory(task_id=answer, env_id="e", source="teacher", turns=turns)
 
 
 def test_examples_are_a_seeded_sample_of_whole_episodes(tiny_tokenizer):

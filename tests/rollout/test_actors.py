@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rollout.actors import broadcast, call, map_actors, shard, spawn
+from rollout.actors import Remote, broadcast, map_actors, shard, spawn
 
 
 def make_doubler_class():
@@ -35,16 +35,22 @@ def test_shard_is_contiguous_and_balanced():
 
 def test_plain_objects_work_without_ray():
     workers = [Doubler(), Doubler()]
-    assert map_actors(workers, "double", [1, 2, 3]) == [2, 4, 6]
-    assert call(workers[0], "double", [5]) == [10]
+    assert map_actors(workers, Doubler.double, [1, 2, 3]) == [2, 4, 6]
 
 
 @pytest.mark.integration
 def test_actors_run_in_their_own_processes(ray_local):
-    workers = spawn(make_doubler_class(), 2)
-    pids = {call(w, "pid") for w in workers}
+    doubler = make_doubler_class()
+    workers = spawn(doubler, 2)
+    assert all(isinstance(w, Remote) for w in workers)
+    pids = {w.pid() for w in workers}  # called like the plain object, run in the actor
     assert len(pids) == 2 and os.getpid() not in pids
-    assert map_actors(workers, "double", list(range(5))) == [0, 2, 4, 6, 8]
+    assert workers[0].double([5]) == [10]
+    assert map_actors(workers, doubler.double, list(range(5))) == [0, 2, 4, 6, 8]
+    with pytest.raises(AttributeError, match="no method 'tripl'"):
+        workers[0].tripl([1])
+    with pytest.raises(TypeError, match="not a method of"):
+        workers[0].submit(Doubler.double, [1])  # another class's function
 
 
 @pytest.mark.integration
@@ -52,14 +58,14 @@ def test_a_dead_worker_loses_no_results(ray_local):
     doubler = make_doubler_class()
     healthy = spawn(doubler, 1)[0]
     doomed = spawn(doubler, 1, die_on_first_call=True)[0]
-    assert map_actors([doomed, healthy], "double", [1, 2, 3, 4]) == [2, 4, 6, 8]
+    assert map_actors([doomed, healthy], doubler.double, [1, 2, 3, 4]) == [2, 4, 6, 8]
     with pytest.raises(RuntimeError, match="every double worker died"):
-        map_actors(spawn(doubler, 1, die_on_first_call=True), "double", [1])
+        map_actors(spawn(doubler, 1, die_on_first_call=True), doubler.double, [1])
 
 
 def test_broadcast_reaches_plain_objects():
     workers = [Doubler(), Doubler()]
-    assert broadcast(workers, "double", [1]) == workers
+    assert broadcast(workers, Doubler.double, [1]) == workers
 
 
 @pytest.mark.integration
@@ -67,7 +73,17 @@ def test_broadcast_drops_a_dead_worker_and_goes_on(ray_local, caplog):
     doubler = make_doubler_class()
     healthy = spawn(doubler, 1)[0]
     doomed = spawn(doubler, 1, die_on_first_call=True)[0]
-    assert broadcast([doomed, healthy], "double", [1, 2]) == [healthy]
+    assert broadcast([doomed, healthy], doubler.double, [1, 2]) == [healthy]
     assert "going on without it" in caplog.text
     with pytest.raises(RuntimeError, match="every double worker died"):
-        broadcast(spawn(doubler, 1, die_on_first_call=True), "double", [1])
+        broadcast(spawn(doubler, 1, die_on_first_call=True), doubler.double, [1])
+
+
+def test_methods_are_named_by_the_function_and_dispatch_to_overrides():
+    class Tripler(Doubler):
+        def double(self, items):
+            return [3 * i for i in items]
+
+    assert map_actors([Tripler()], Doubler.double, [1, 2]) == [3, 6]  # the override runs
+    with pytest.raises(TypeError, match="not a method of Doubler"):
+        map_actors([Doubler()], Tripler.double, [1])

@@ -1,14 +1,21 @@
-"""The episode loop: token-in/token-out trajectories with exact loss masks."""
+"""The one episode loop: token-in/token-out trajectories with exact turn spans, masks and seeds."""
+
+import ast
+from pathlib import Path
 
 import pytest
 
 from envs import make_env
 from envs.data import build_tasks, training_interactions
 from envs.tools import InteractionGraph
+from rollout.agents import PolicyAgent
 from rollout.chat import ChatFormat
-from rollout.engines.hf import Generation, HFEngine, SamplingParams
-from rollout.episode import run_episodes
+from rollout.engines.base import Generation, SamplingParams
+from rollout.engines.hf import HFEngine
+from rollout.episode import EpisodeRequest, run_episodes
 from rollout.policy import load_policy
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -19,52 +26,106 @@ def world(synthetic_catalog):
 
 
 class ScriptedEngine:
-    """Answers each prompt with the next scripted turn for its episode (a unit-test stand-in)."""
+    """An Engine answering every prompt with the next scripted turn (a unit-test stand-in)."""
 
-    def __init__(self, chat, scripts):
-        self.chat, self.scripts, self.calls = chat, scripts, 0
+    def __init__(self, chat, scripts, *, finish_reason="stop"):
+        self.chat, self.scripts, self.finish_reason = chat, scripts, finish_reason
+        self.seeds: list[list[int]] = []
 
-    def generate(self, prompts, params, *, seed=None):
-        turn = self.calls
-        self.calls += 1
-        out = []
-        for index in range(len(prompts)):
-            ids = self.chat.encode(self.scripts[turn]) + [self.chat.end_of_turn_id]
-            out.append(Generation(ids, [-0.5] * len(ids), finished=True))
-        return out
+    def generate(self, prompts, params, *, seeds=None):
+        turn = len(self.seeds)
+        self.seeds.append(list(seeds))
+        ids = self.chat.encode(self.scripts[turn])
+        if self.finish_reason == "stop":
+            ids = ids + [self.chat.end_of_turn_id]
+        return [Generation(list(ids), [-0.5] * len(ids), self.finish_reason) for _ in prompts]
+
+    def update_weights(self, state):
+        pass
+
+    def release_memory(self):
+        pass
 
 
-def test_scripted_episode_masks_policy_tokens_only(world, tiny_tokenizer):
-    catalog, graph, tasks = world
+def make_envs(world, chat, count, **kwargs):
+    catalog, graph, _ = world
+    return [make_env("SequentialRec-v0", catalog=catalog, graph=graph, count_tokens=chat.count_tokens, **kwargs)
+            for _ in range(count)]
+
+
+def test_scripted_episode_records_turns_spans_and_policy_tokens(world, tiny_tokenizer):
     chat = ChatFormat(tiny_tokenizer)
-    task = tasks[0]
+    task = world[2][0]
     scripts = [
         f'<plan>p</plan><tool_call>{{"name": "user_cf", "arguments": {{"user_id": "{task.user_id}"}}}}</tool_call>',
         f"<reflection>r</reflection><recommend>{task.target_item_id}</recommend>",
     ]
-    env = make_env("SequentialRec-v0", catalog=catalog, graph=graph, count_tokens=chat.count_tokens)
-    [trajectory] = run_episodes(ScriptedEngine(chat, scripts), chat, [env], [task], SamplingParams())
+    agent = PolicyAgent(ScriptedEngine(chat, scripts), chat, SamplingParams(max_new_tokens=64))
+    [trajectory] = run_episodes(agent, make_envs(world, chat, 1), [EpisodeRequest(task, "g0", seed=7)],
+                                source="student")
     assert trajectory.rank == 1 and trajectory.format_valid and trajectory.num_tool_calls == 1
+    assert trajectory.group_id == "g0" and trajectory.terminated and not trajectory.truncated
+    assert [turn.role for turn in trajectory.turns] == ["system", "user", "policy", "tool", "policy"]
+    assert [turn.reward for turn in trajectory.turns if turn.is_agent] == [0.0, 1.0]  # the env's 1/rank
     assert len(trajectory.token_ids) == len(trajectory.loss_mask) == len(trajectory.logprobs)
-    policy_text = tiny_tokenizer.decode([t for t, m in zip(trajectory.token_ids, trajectory.loss_mask) if m])
-    assert policy_text == "<|im_end|>".join(scripts) + "<|im_end|>"
+    # Turn spans tile the tokens, and each agent turn's span is exactly its generated tokens.
+    assert trajectory.turns[-1].end == len(trajectory.token_ids)
+    for before, after in zip(trajectory.turns, trajectory.turns[1:]):
+        assert before.end == after.start
+    for turn, script in zip([t for t in trajectory.turns if t.is_agent], scripts):
+        span = trajectory.token_ids[turn.start : turn.end]
+        assert tiny_tokenizer.decode(span) == script + "<|im_end|>"
+        assert all(trajectory.loss_mask[turn.start : turn.end])
+        assert turn.text == script and turn.action is not None
+    assert sum(trajectory.loss_mask) == sum(t.end - t.start for t in trajectory.turns if t.is_agent)
     assert all(lp == -0.5 for lp, m in zip(trajectory.logprobs, trajectory.loss_mask) if m)
     # Re-tokenizing the recorded messages gives the same tokens: SFT and RL see one format.
     assert chat.conversation(trajectory.messages) == (trajectory.token_ids, trajectory.loss_mask)
 
 
+def test_a_turn_cut_by_the_token_limit_is_closed_but_not_trained_on(world, tiny_tokenizer):
+    chat = ChatFormat(tiny_tokenizer)
+    engine = ScriptedEngine(chat, ["<plan>thinking"] * 2, finish_reason="length")
+    agent = PolicyAgent(engine, chat, SamplingParams(max_new_tokens=4))
+    [trajectory] = run_episodes(agent, make_envs(world, chat, 1, max_turns=2), [EpisodeRequest(world[2][0])],
+                                source="student")
+    assert trajectory.truncated and "turn budget exhausted" in trajectory.errors
+    first = next(t for t in trajectory.turns if t.is_agent)
+    assert trajectory.token_ids[first.end - 1] == chat.end_of_turn_id and trajectory.loss_mask[first.end - 1] == 0
+
+
+def test_every_turn_of_every_episode_samples_with_its_own_seed(world, tiny_tokenizer):
+    chat = ChatFormat(tiny_tokenizer)
+    scripts = ['<tool_call>{"name": "user_cf", "arguments": {"user_id": "1"}}</tool_call>'] * 3
+    engine = ScriptedEngine(chat, scripts)
+    requests = [EpisodeRequest(task, task.task_id, seed=s) for s, task in enumerate(world[2])]
+    run_episodes(PolicyAgent(engine, chat, SamplingParams(max_new_tokens=64)), make_envs(world, chat, 3, max_turns=3),
+                 requests, source="student")
+    seeds = [seed for turn in engine.seeds for seed in turn]
+    assert len(seeds) == 9 and len(set(seeds)) == 9
+
+
+def test_the_token_budget_counts_the_policy_tokens_and_ends_the_episode(world, tiny_tokenizer):
+    chat = ChatFormat(tiny_tokenizer)
+    scripts = ['<tool_call>{"name": "user_cf", "arguments": {"user_id": "1"}}</tool_call>'] * 4
+    agent = PolicyAgent(ScriptedEngine(chat, scripts), chat, SamplingParams(max_new_tokens=64))
+    [trajectory] = run_episodes(agent, make_envs(world, chat, 1, max_episode_tokens=250),
+                                [EpisodeRequest(world[2][0])], source="student")
+    assert trajectory.truncated and "token budget exhausted" in trajectory.errors
+    assert len(trajectory.actions) < 4
+
+
 def test_tiny_model_episodes_end_within_budgets(world, tiny_model_dir):
-    catalog, graph, tasks = world
     model, tokenizer = load_policy(str(tiny_model_dir), lora=None)
     chat = ChatFormat(tokenizer)
-    engine = HFEngine(model, tokenizer, stop_token_ids=[chat.end_of_turn_id])
-    envs = [make_env("SequentialRec-v0", catalog=catalog, graph=graph, max_turns=2, count_tokens=chat.count_tokens)
-            for _ in tasks]
-    trajectories = run_episodes(engine, chat, envs, tasks, SamplingParams(max_new_tokens=8, temperature=1.0),
-                                group_indices=[0, 1, 2], seed=0)
-    assert [t.group_index for t in trajectories] == [0, 1, 2]
+    engine = HFEngine(model, pad_token_id=tokenizer.pad_token_id, stop_token_ids=[chat.end_of_turn_id])
+    agent = PolicyAgent(engine, chat, SamplingParams(max_new_tokens=8, temperature=1.0))
+    tasks = world[2]
+    requests = [EpisodeRequest(task, f"g{i}", seed=i) for i, task in enumerate(tasks)]
+    trajectories = run_episodes(agent, make_envs(world, chat, 3, max_turns=2), requests, source="student")
+    assert [t.group_id for t in trajectories] == ["g0", "g1", "g2"]
     for trajectory, task in zip(trajectories, tasks):
-        assert trajectory.task_id == task.task_id
+        assert trajectory.task_id == task.task_id and trajectory.source == "student"
         assert trajectory.truncated or trajectory.terminated
         assert len(trajectory.token_ids) == len(trajectory.loss_mask) == len(trajectory.logprobs)
         assert 1 <= len(trajectory.actions) <= 2
@@ -72,11 +133,10 @@ def test_tiny_model_episodes_end_within_budgets(world, tiny_model_dir):
         assert not trajectory.format_valid  # a random model does not speak the protocol
 
 
-def test_context_limit_ends_the_episode(world, tiny_tokenizer):
-    catalog, graph, tasks = world
-    chat = ChatFormat(tiny_tokenizer)
-    scripts = ['<tool_call>{"name": "user_cf", "arguments": {"user_id": "1"}}</tool_call>'] * 4
-    env = make_env("SequentialRec-v0", catalog=catalog, graph=graph, count_tokens=chat.count_tokens)
-    [trajectory] = run_episodes(ScriptedEngine(chat, scripts), chat, [env], tasks[:1], SamplingParams(),
-                                max_context_tokens=250)
-    assert trajectory.truncated and "context limit reached" in trajectory.errors
+@pytest.mark.parametrize("module", ["rollout/episode.py", "rollout/agents.py"])
+def test_the_episode_loop_knows_engines_only_by_their_interface(module):
+    tree = ast.parse((ROOT / module).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    engines = {name for name in imported if name and name.startswith("rollout.engines")}
+    assert engines <= {"rollout.engines.base"}, engines

@@ -2,9 +2,14 @@
 
 import pytest
 
+import ast
+from pathlib import Path
+
+from envs.config import EnvConfig
 from envs.data import build_tasks, training_interactions
 from envs.parsing import parse_action
 from envs.tools import InteractionGraph
+from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
 from teachers.pipeline import TeacherConfig, keep_hits, play_teacher, read_dataset, teacher_stats, write_dataset
@@ -14,15 +19,16 @@ from teachers.pipeline import TeacherConfig, keep_hits, play_teacher, read_datas
 def spec_and_tasks(synthetic_catalog):
     tasks = build_tasks(synthetic_catalog, num_negatives=19, seed=0)
     graph = InteractionGraph.from_interactions(training_interactions(synthetic_catalog.interactions, tasks))
-    return EnvSpec("SequentialRec-v0", synthetic_catalog, graph), tasks
+    return EnvSpec(synthetic_catalog, graph, EnvConfig(), tokenizer="tiny-random"), tasks
 
 
 def test_teacher_plays_every_role_through_real_tool_calls(spec_and_tasks):
     spec, tasks = spec_and_tasks
-    env = spec.make()
-    CFExpertTeacher(tools=["user_info", "user_history", "item_cf", "user_cf"], genre_weight=1.0).play(env, tasks[0])
-    trajectory = env.trajectory(source="teacher:cf_expert")
+    teacher = CFExpertTeacher(spec.catalog, tools=["user_info", "user_history", "item_cf", "user_cf"],
+                              genre_weight=1.0)
+    [trajectory] = run_episodes(teacher, [spec.make()], [EpisodeRequest(tasks[0])], source="teacher:cf_expert")
     assert trajectory.terminated and trajectory.format_valid
+    assert {turn.role for turn in trajectory.turns if turn.is_agent} == {"cf_expert"}
     assert [call.name for a in trajectory.actions for call in a.tool_calls] == \
         ["user_info", "user_history", "item_cf", "user_cf"]
     assert all(a.plan for a in trajectory.actions[:-1]) and trajectory.actions[-1].reflection
@@ -35,6 +41,20 @@ def test_teacher_plays_every_role_through_real_tool_calls(spec_and_tasks):
     assert [parse_action(text) for text in assistant] == trajectory.actions
 
 
+def test_the_teacher_ranks_from_the_values_the_env_returns_not_from_text(spec_and_tasks):
+    spec, tasks = spec_and_tasks
+    source = (Path(__file__).resolve().parents[2] / "teachers" / "cf_expert.py").read_text()
+    tree = ast.parse(source)
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "re" not in imported
+    # Its ranking follows the tool's data: the top user_cf candidate leads when user_cf is the only signal.
+    teacher = CFExpertTeacher(spec.catalog, tools=["user_cf"], num_recommend=3)
+    [trajectory] = run_episodes(teacher, [spec.make()], [EpisodeRequest(tasks[1])], source="teacher")
+    top_user_cf = trajectory.turns[3].text.split("user_cf ranking for user")[1].split(": ")[1].split(",")[0]
+    assert trajectory.actions[-1].recommend[0] == top_user_cf
+
+
 def test_teacher_beats_random_on_planted_structure(spec_and_tasks):
     spec, tasks = spec_and_tasks
     trajectories = play_teacher(spec, tasks, TeacherConfig(num_workers=0))
@@ -44,9 +64,9 @@ def test_teacher_beats_random_on_planted_structure(spec_and_tasks):
     assert stats["kept"] == round(stats["hit@1_rate"] * stats["episodes"])
 
 
-def test_teacher_needs_a_ranking_tool():
+def test_teacher_needs_a_ranking_tool(spec_and_tasks):
     with pytest.raises(ValueError, match="ranking tool"):
-        CFExpertTeacher(tools=["user_info"])
+        CFExpertTeacher(spec_and_tasks[0].catalog, tools=["user_info"])
 
 
 @pytest.mark.integration

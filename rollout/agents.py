@@ -1,0 +1,49 @@
+"""The student as an Agent: an Engine behind a chat format."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rollout.chat import ChatFormat
+from rollout.engines.base import Engine, SamplingParams
+from rollout.episode import AgentTurn, Episode
+
+
+class PolicyAgent:
+    """Samples each turn from an engine, token-in/token-out: the context is the episode's token ids,
+    and the policy's own tokens are never re-tokenized.
+
+    Args:
+        engine: generates from token ids.
+        chat: the policy's chat format (tokenizes prompts and env replies, decodes actions).
+        params: sampling parameters of every turn.
+        role: the role recorded on its turns.
+    """
+
+    def __init__(self, engine: Engine, chat: ChatFormat, params: SamplingParams, *, role: str = "policy"):
+        self.engine = engine
+        self.chat = chat
+        self.params = params
+        self.role = role
+
+    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self.chat.prompt_ids(messages)
+
+    def encode_observation(self, text: str) -> list[int]:
+        return self.chat.observation_ids(text)
+
+    def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
+        generations = self.engine.generate([e.trajectory.token_ids for e in episodes], self.params,
+                                           seeds=[e.seed for e in episodes])
+        turns = []
+        for generation in generations:
+            sampled = list(generation.token_ids)
+            # A turn cut by the token limit is closed so the next message starts cleanly (not trained on).
+            closing = [self.chat.end_of_turn_id] if generation.finish_reason == "length" else []
+            turns.append(AgentTurn(
+                text=self.chat.tokenizer.decode(sampled, skip_special_tokens=True),
+                token_ids=sampled + closing,
+                loss_mask=[1] * len(sampled) + [0] * len(closing),
+                logprobs=list(generation.logprobs) + [0.0] * len(closing),
+            ))
+        return turns

@@ -1,0 +1,216 @@
+"""The GRPO driver with plain workers (and Ray actors): update, sync, checkpoint, resume, learn."""
+
+import math
+
+import pytest
+import torch
+
+from envs.config import EnvConfig
+from envs.data import build_tasks, training_interactions
+from envs.tools import InteractionGraph
+from rewards import score_batch
+from rl.checkpoints import latest_checkpoint, list_checkpoints, read_trainer_state
+from rl.batch import TokenBatch
+from rl.grpo import GRPOConfig, episode_metrics, train_grpo, uniform_group_fraction
+from rl.learner import Learner
+from rl.logprobs import batch_logprobs
+from rl.reference import ReferenceModel
+from rollout.actors import spawn
+from rollout.chat import ChatFormat
+from rollout.engines.base import SamplingParams
+from rollout.episode import EpisodeRequest, run_episodes
+from rollout.policy import LoraSettings
+from rollout.worker import EnvSpec, RolloutWorker
+
+LORA = LoraSettings(r=8, alpha=16)
+WEIGHTS = {"format": 1.0, "tiered_hit": 1.0}
+STATE = {"sft": "abc", "seed": 0}
+
+
+@pytest.fixture
+def spec_and_tasks(synthetic_catalog):
+    tasks = build_tasks(synthetic_catalog, num_negatives=4, seed=0)
+    graph = InteractionGraph.from_interactions(training_interactions(synthetic_catalog.interactions, tasks))
+    return EnvSpec(synthetic_catalog, graph, EnvConfig(max_turns=2), tokenizer="tiny-random"), tasks
+
+
+def roles(model_dir, spec, lora, *, lr=1e-2, start_dir=None, workers=2):
+    learner = Learner(model_name=str(model_dir), lora=lora, lr=lr, adapter_dir=start_dir, seed=0, bf16=False)
+    reference = ReferenceModel(model_name=str(model_dir), checkpoint_dir=start_dir, lora=lora, bf16=False)
+    rollout = [RolloutWorker(model_name=str(model_dir), env_spec=spec, lora=lora, adapter_dir=start_dir)
+               for _ in range(workers)]
+    return learner, reference, rollout
+
+
+def same_policy(learner, worker, trajectories):
+    batch = TokenBatch.from_sequences([t.token_ids for t in trajectories], [t.loss_mask for t in trajectories],
+                                      pad_id=learner.pad_token_id())
+    ours = learner.logprobs(batch, temperature=1.0)
+    theirs = batch_logprobs(worker.engine.model, batch, temperature=1.0, bf16=False)
+    return torch.allclose(ours, theirs, atol=1e-4)
+
+
+@pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])
+def test_grpo_driver_updates_syncs_and_checkpoints(tiny_model_dir, spec_and_tasks, tmp_path, lora):
+    spec, tasks = spec_and_tasks
+    learner, reference, workers = roles(tiny_model_dir, spec, lora)
+    logged = []
+    config = GRPOConfig(steps=3, tasks_per_step=2, group_size=2, max_new_tokens=6, temperature=1.0, keep_last=2)
+    history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
+                         reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE,
+                         log=lambda m, s: logged.append((s, m)))
+    assert [s for s, _ in logged] == [1, 2, 3] and len(history) == 3
+    for metrics in history:
+        for key in ("train/loss", "train/kl", "train/clip_frac", "train/logprob_mismatch", "reward/format",
+                    "reward/tiered_hit", "reward/total", "perf/rollout_tokens_per_s", "rollout/uniform_group_frac"):
+            assert key in metrics and math.isfinite(metrics[key])
+    assert history[0]["train/kl"] == pytest.approx(0.0, abs=1e-7)  # the reference is the starting policy
+    # The sampler's log-probs are the learner's before its first update (same weights, fp32).
+    assert history[0]["train/logprob_mismatch"] < 1e-3
+    probe = workers[0].rollout([EpisodeRequest(tasks[5], "p", seed=1)], SamplingParams(max_new_tokens=6))
+    for worker in workers:  # every worker holds the learner's weights
+        assert same_policy(learner, worker, probe)
+    assert [step for step, _ in list_checkpoints(tmp_path / "grpo")] == [2, 3]  # keep_last=2
+    assert read_trainer_state(latest_checkpoint(tmp_path / "grpo")) == {"step": 3, **STATE}
+    fresh = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora,
+                          adapter_dir=latest_checkpoint(tmp_path / "grpo"))
+    assert same_policy(learner, fresh, probe)  # the checkpoint restores the same policy
+
+
+@pytest.mark.integration
+def test_grpo_goes_on_when_a_rollout_worker_dies(tiny_model_dir, spec_and_tasks, tmp_path, ray_local):
+    import ray
+
+    spec, tasks = spec_and_tasks
+    learner, reference, _ = roles(tiny_model_dir, spec, LORA, lr=1e-3, workers=0)
+    workers = spawn(RolloutWorker, 2, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA)
+    ray.kill(workers[1].handle)
+    config = GRPOConfig(steps=2, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0)
+    history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
+                         reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE)
+    assert len(history) == 2 and all(m["rollout/tokens"] > 0 for m in history)
+    assert read_trainer_state(latest_checkpoint(tmp_path / "grpo"))["step"] == 2
+
+
+class RecordingWorker(RolloutWorker):
+    """A real worker that also notes the tasks and seeds it was asked to play."""
+
+    def __init__(self, drawn, **kwargs):
+        super().__init__(**kwargs)
+        self.drawn = drawn
+
+    def rollout(self, requests, *args, **kwargs):
+        self.drawn.append(sorted((r.task.task_id, r.seed) for r in requests))
+        return super().rollout(requests, *args, **kwargs)
+
+
+def test_grpo_resumes_where_its_checkpoint_stopped_with_distinct_seeds(tiny_model_dir, spec_and_tasks, tmp_path):
+    spec, tasks = spec_and_tasks
+
+    def run(steps, *, start_step=0, start_dir=None, root):
+        drawn = []
+        learner, reference, _ = roles(tiny_model_dir, spec, LORA, start_dir=start_dir, workers=0)
+        if start_step:
+            learner.load_optimizer(start_dir)
+        workers = [RecordingWorker(drawn, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA,
+                                   adapter_dir=start_dir) for _ in range(2)]
+        config = GRPOConfig(steps=steps, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0)
+        history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
+                             reward_weights=WEIGHTS, seed=0, checkpoint_root=root, trainer_state=STATE,
+                             start_step=start_step)
+        return drawn, history, learner
+
+    uninterrupted, _, _ = run(3, root=tmp_path / "full")
+    seeds = [seed for shard in uninterrupted for _, seed in shard]
+    assert len(seeds) == 3 * 2 * 2 and len(set(seeds)) == len(seeds)  # no two (step, worker, sample) share one
+    first, _, stopped = run(2, root=tmp_path / "grpo")
+    assert first == uninterrupted[:4]  # 2 workers a step
+    checkpoint = latest_checkpoint(tmp_path / "grpo")
+    resumed = Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, adapter_dir=checkpoint)
+    resumed.load_optimizer(checkpoint)
+    saved, loaded = stopped.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert saved.keys() == loaded.keys() and all(torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"]) for k in saved)
+    rest, history, _ = run(3, start_step=2, start_dir=checkpoint, root=tmp_path / "grpo")
+    assert rest == uninterrupted[4:] and len(history) == 1
+    assert read_trainer_state(latest_checkpoint(tmp_path / "grpo"))["step"] == 3
+
+
+def test_episode_and_group_metrics(spec_and_tasks, tiny_tokenizer):
+    from envs.types import RankingOutcome, Trajectory
+
+    def episode(group, rank):
+        return Trajectory(task_id=group, env_id="e", source="s", group_id=group, outcome=RankingOutcome(rank=rank),
+                          format_valid=rank is not None)
+
+    batch = [episode("a", 1), episode("b", 2), episode("a", 1), episode("b", None)]
+    score_batch(batch, WEIGHTS)
+    assert uniform_group_fraction(batch) == 0.5  # group a is uniform, interleaved with group b
+    metrics = episode_metrics(batch)
+    assert metrics["rollout/format_rate"] == 0.75 and metrics["reward/format"] == 0.5
+
+
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                         reason="needs a CUDA GPU")])
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path, device):
+    """The whole loop (rollout, score, advantages, update, sync) on one task: after a short SFT on
+    both orders of two candidates the policy is noisy (it repeats ids, swaps them, breaks tags);
+    GRPO must raise the reward of what it samples."""
+    spec, tasks = spec_and_tasks
+    tools = ["user_info", "item_info", "user_history", "item_cf", "user_cf"]
+    spec = EnvSpec(spec.catalog, spec.graph, EnvConfig(max_turns=1, tools=tools), tokenizer="tiny-random")
+    task = tasks[0]
+    other = next(i for i in task.candidate_item_ids if i != task.target_item_id)
+    sft = Learner(model_name=str(tiny_model_dir), lora=None, lr=3e-3, seed=0, device=device)
+    chat = ChatFormat(sft.tokenizer)
+    arms = []
+    for first, second in ((task.target_item_id, other), (other, task.target_item_id)):
+        script = ScriptedAgent(f"<recommend>{first}, {second}</recommend>")
+        [trajectory] = run_episodes(script, [spec.make()], [EpisodeRequest(task)], source="sft")
+        arms.append(chat.conversation(trajectory.messages))
+    for _ in range(60):
+        sft.sft_step([ids for ids, _ in arms], [mask for _, mask in arms])
+    sft.save(tmp_path / "sft")
+
+    learner = Learner(model_name=str(tiny_model_dir), lora=None, lr=3e-4, adapter_dir=tmp_path / "sft", seed=0,
+                      device=device)
+    reference = ReferenceModel(model_name=str(tiny_model_dir), checkpoint_dir=tmp_path / "sft", lora=None,
+                               device=device)
+    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, adapter_dir=tmp_path / "sft",
+                             device=device) for _ in range(2)]
+    params = SamplingParams(max_new_tokens=16, temperature=1.0)
+
+    def sampled_reward():
+        trajectories = workers[0].rollout([EpisodeRequest(task, "probe", seed=7 + i) for i in range(64)], params)
+        score_batch(trajectories, WEIGHTS)
+        return sum(t.reward for t in trajectories) / len(trajectories)
+
+    before = sampled_reward()
+    config = GRPOConfig(steps=6, tasks_per_step=1, group_size=16, max_new_tokens=16, temperature=1.0)
+    history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=[task], config=config,
+                         reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE)
+    after = sampled_reward()
+    assert len(history) == 6 and all(math.isfinite(m["train/loss"]) for m in history)
+    assert after > before + 0.25, (before, after, [m["reward/total"] for m in history])
+
+
+class ScriptedAgent:
+    """Says one fixed turn (builds SFT data through the real env and episode loop)."""
+
+    role = "teacher"
+
+    def __init__(self, text):
+        self.text = text
+
+    def encode_prompt(self, messages):
+        return []
+
+    def encode_observation(self, text):
+        return []
+
+    def act(self, episodes):
+        from rollout.episode import AgentTurn
+
+        return [AgentTurn(self.text) for _ in episodes]

@@ -5,16 +5,7 @@ import torch
 
 from rl.batch import TokenBatch
 from rl.logprobs import batch_logprobs, masked_token_logprobs
-from rollout.chat import ChatFormat
 from rollout.policy import LoraSettings, load_policy
-
-
-def episodes_batch(tokenizer) -> TokenBatch:
-    chat = ChatFormat(tokenizer)
-    episodes = [chat.conversation([{"role": "user", "content": "rank 7 and 8"}, {"role": "assistant", "content": a}])
-                for a in ("<recommend>7, 8</recommend>", "8", "<recommend>8, 7, 1</recommend>")]
-    return TokenBatch.from_sequences([ids for ids, _ in episodes], [mask for _, mask in episodes],
-                                     pad_id=tokenizer.pad_token_id)
 
 
 def full_logits_logprobs(model, batch: TokenBatch, temperature: float) -> torch.Tensor:
@@ -24,7 +15,7 @@ def full_logits_logprobs(model, batch: TokenBatch, temperature: float) -> torch.
 
 
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=4, alpha=8)], ids=["plain", "peft"])
-def test_masked_token_logprobs_equal_a_full_log_softmax(tiny_model_dir, lora):
+def test_masked_token_logprobs_equal_a_full_log_softmax(tiny_model_dir, lora, episodes_batch):
     model, tokenizer = load_policy(str(tiny_model_dir), lora=lora)
     if lora is not None:  # a non-zero adapter, so that the peft path matters
         with torch.no_grad():
@@ -44,7 +35,7 @@ def test_masked_token_logprobs_equal_a_full_log_softmax(tiny_model_dir, lora):
                                expected, rtol=1e-5, atol=1e-5)
 
 
-def test_masked_token_logprobs_are_differentiable(tiny_model_dir):
+def test_masked_token_logprobs_are_differentiable(tiny_model_dir, episodes_batch):
     model, tokenizer = load_policy(str(tiny_model_dir), lora=None, trainable=True)
     batch = episodes_batch(tokenizer)
     scored = masked_token_logprobs(model, batch.input_ids, batch.attention_mask, batch.policy_mask, bf16=False)

@@ -5,21 +5,11 @@ import dataclasses
 import pytest
 import torch
 
-from rl.batch import TokenBatch
 from rl.learner import Learner
 from rl.reference import ReferenceModel
-from rollout.chat import ChatFormat
 from rollout.policy import LoraSettings, is_lora
 
 LORA = LoraSettings(r=8, alpha=16)
-
-
-def episodes_batch(tokenizer) -> TokenBatch:
-    chat = ChatFormat(tokenizer)
-    episodes = [chat.conversation([{"role": "user", "content": "rank 7 and 8"}, {"role": "assistant", "content": a}])
-                for a in ("<recommend>7, 8</recommend>", "8", "<recommend>8, 7, 1</recommend>")]
-    return TokenBatch.from_sequences([ids for ids, _ in episodes], [mask for _, mask in episodes],
-                                     pad_id=tokenizer.pad_token_id)
 
 
 @pytest.fixture(scope="module", params=[LORA, None], ids=["lora", "full"])
@@ -34,7 +24,7 @@ def trained(request, tiny_model_dir, tmp_path_factory):
     return lora, learner.save(tmp_path_factory.mktemp("policy")), learner
 
 
-def test_reference_scores_like_the_policy_it_was_saved_from(tiny_model_dir, trained):
+def test_reference_scores_like_the_policy_it_was_saved_from(tiny_model_dir, trained, episodes_batch):
     lora, folder, learner = trained
     reference = ReferenceModel(model_name=str(tiny_model_dir), checkpoint_dir=folder, lora=lora, bf16=False)
     assert not is_lora(reference.model)  # a LoRA adapter is merged into a plain model
@@ -45,7 +35,7 @@ def test_reference_scores_like_the_policy_it_was_saved_from(tiny_model_dir, trai
     torch.testing.assert_close(scored, learner.logprobs(batch, temperature=0.7), rtol=1e-5, atol=1e-5)
 
 
-def test_reference_without_a_checkpoint_is_the_base_model(tiny_model_dir, trained):
+def test_reference_without_a_checkpoint_is_the_base_model(tiny_model_dir, trained, episodes_batch):
     lora, _, learner = trained
     base = Learner(model_name=str(tiny_model_dir), lora=lora, lr=1e-3, bf16=False)  # a fresh adapter is a no-op
     reference = ReferenceModel(model_name=str(tiny_model_dir), lora=lora, bf16=False)
@@ -55,7 +45,7 @@ def test_reference_without_a_checkpoint_is_the_base_model(tiny_model_dir, traine
     assert (scored - learner.logprobs(batch)).abs().max() > 1e-2
 
 
-def test_scored_batch_carries_reference_logprobs(tiny_model_dir, trained):
+def test_scored_batch_carries_reference_logprobs(tiny_model_dir, trained, episodes_batch):
     lora, folder, learner = trained
     reference = ReferenceModel(model_name=str(tiny_model_dir), checkpoint_dir=folder, lora=lora, bf16=False)
     batch = episodes_batch(learner.tokenizer)

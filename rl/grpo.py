@@ -92,9 +92,7 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
         score_batch(trajectories, reward_weights)
         rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
         advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
-        for trajectory, advantage in zip(trajectories, advantages.tolist()):
-            trajectory.advantages = [advantage * m for m in trajectory.loss_mask]
-        batch = token_batch(trajectories, pad_id=learner.pad_token_id())
+        batch = token_batch(trajectories, advantages, pad_id=learner.pad_token_id())
         if config.kl_coef:
             batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
                 batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
@@ -116,11 +114,12 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
     return history
 
 
-def token_batch(trajectories: Sequence[Trajectory], *, pad_id: int) -> TokenBatch:
-    """The learner's tensors: tokens, loss mask, the sampler's log-probs and per-token advantages."""
+def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *, pad_id: int) -> TokenBatch:
+    """The learner's tensors: tokens, loss mask, the sampler's log-probs, and each episode's
+    advantage spread over its policy tokens."""
     return TokenBatch.from_sequences([t.token_ids for t in trajectories], [t.loss_mask for t in trajectories],
                                      pad_id=pad_id, rollout_logprobs=[t.logprobs for t in trajectories],
-                                     advantages=[t.advantages for t in trajectories])
+                                     advantages=advantages)
 
 
 def uniform_group_fraction(trajectories: Sequence[Trajectory]) -> float:

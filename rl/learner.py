@@ -177,7 +177,7 @@ class Learner:
 
     def pad_token_id(self) -> int:
         """The id that pads token batches for this policy."""
-        return self.tokenizer.pad_token_id
+        return self.pad_id
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Current trained weights (LoRA, or all), for the rollout workers."""

@@ -101,16 +101,25 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
+def load_full_state(model, state: dict[str, torch.Tensor]) -> None:
+    """Loads every weight of a plain model, after checking that ``state`` fits it: a ValueError
+    names missing (tied weights aside), unexpected or wrongly shaped keys, and leaves the model as it was."""
+    expected = model.state_dict()
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[key]) for key in state if key in params}
+    tied = {name for name, param in params.items() if id(param) in loaded}  # shares a loaded weight
+    missing = [key for key in expected if key not in state and key not in tied]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [key for key in state if key in expected and state[key].shape != expected[key].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(f"weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                         f"wrong shape {mismatched[:3]}")
+    model.load_state_dict(state, strict=False)
+
+
 def set_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
     if not is_lora(model):
-        result = model.load_state_dict(state, strict=False)
-        params = dict(model.named_parameters(remove_duplicate=False))
-        loaded = {id(params[name]) for name in state if name in params}
-        tied = {name for name, p in params.items() if id(p) in loaded}  # shared with a loaded weight
-        missing = [k for k in result.missing_keys if k not in tied]
-        if missing or result.unexpected_keys:
-            raise ValueError(f"weights do not fit this policy: missing {missing[:3]}, "
-                             f"unexpected {result.unexpected_keys[:3]}")
+        load_full_state(model, state)
         return
     from peft import set_peft_model_state_dict
 

@@ -88,9 +88,7 @@ class RolloutWorker:
         """Plays one episode per request with the current weights."""
         agent = PolicyAgent(self.engine, self.chat, params)
         envs = [self.env_spec.make() for _ in requests]
-        trajectories = run_episodes(agent, envs, requests, source=source)
-        self.engine.release_memory()
-        return trajectories
+        return run_episodes(agent, envs, requests, source=source)
 
     def update_weights(self, state: dict[str, torch.Tensor]) -> None:
         """Takes the learner's new weights (a LoRA adapter, or all of them; ``{}``: the base model)."""

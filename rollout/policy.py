@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,19 +102,26 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
-def load_full_state(model, state: dict[str, torch.Tensor]) -> None:
-    """Loads every weight of a plain model, after checking that ``state`` fits it: a ValueError
-    names missing (tied weights aside), unexpected or wrongly shaped keys, and leaves the model as it was."""
-    expected = model.state_dict()
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded = {id(params[key]) for key in state if key in params}
-    tied = {name for name, param in params.items() if id(param) in loaded}  # shares a loaded weight
-    missing = [key for key in expected if key not in state and key not in tied]
+def check_full_state(expected: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], *,
+                     optional: Collection[str] = ()) -> None:
+    """Checks that ``state`` holds every weight of a model whose weight shapes are ``expected``
+    (``optional`` ones, such as a tied output layer, may be left out): a ValueError names missing,
+    unexpected or wrongly shaped keys."""
+    missing = [key for key in expected if key not in state and key not in optional]
     unexpected = [key for key in state if key not in expected]
-    mismatched = [key for key in state if key in expected and state[key].shape != expected[key].shape]
+    mismatched = [key for key in state if key in expected and state[key].shape != expected[key]]
     if missing or unexpected or mismatched:
         raise ValueError(f"weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}, "
                          f"wrong shape {mismatched[:3]}")
+
+
+def load_full_state(model, state: dict[str, torch.Tensor]) -> None:
+    """Loads every weight of a plain model, after checking that ``state`` fits it (``check_full_state``;
+    a weight tied to a loaded one may be left out); on a mismatch the model is left as it was."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[key]) for key in state if key in params}
+    tied = {name for name, param in params.items() if id(param) in loaded}  # shares a loaded weight
+    check_full_state({key: value.shape for key, value in model.state_dict().items()}, state, optional=tied)
     model.load_state_dict(state, strict=False)
 
 

@@ -5,15 +5,13 @@ On CUDA the decode loop uses a static KV cache (compiled, CUDA graphs): plain dy
 ``generate`` is launch-bound on a fast GPU. Weight updates copy into the existing parameter tensors,
 so compiled graphs stay valid.
 
-LoRA adapters are merged into the plain model as ``W0 + (alpha / r) * B @ A`` from a pristine copy
-``W0`` of each adapted weight. Merging into and unmerging from the live weights instead (peft's
-``merge_adapter`` / ``unmerge_adapter``) rounds them on every update, and the base model drifts.
+LoRA adapters are merged into the plain model from a pristine copy of each adapted weight
+(``rollout.engines.lora``).
 """
 
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Sequence
 
 import torch
@@ -21,11 +19,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from rollout.engines.base import Generation, SamplingParams, derive_seed
+from rollout.engines.lora import is_lora_state, lora_factors, merged_weight
 from rollout.policy import LoraSettings, is_lora, load_full_state
-
-LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<factor>[AB])\.weight$")
-"""A peft adapter weight, as ``get_peft_model_state_dict`` and ``adapter_model.safetensors`` name it:
-``base_model.model.<module>.lora_A.weight`` or ``...lora_B.weight``."""
 
 
 class HFEngine:
@@ -135,7 +130,7 @@ class HFEngine:
                 missing weight), the weights are left as they were; or a LoRA state or ``{}`` comes
                 after a full update, which left no base model to apply it to.
         """
-        if not state or any(".lora_" in key for key in state):
+        if is_lora_state(state):
             self._set_lora(state)
         else:
             self._set_full(state)
@@ -144,48 +139,16 @@ class HFEngine:
         if self._base_replaced:
             raise ValueError("a full weight update replaced the base model, so neither LoRA weights nor {} "
                              "(the base model) apply to it any more; build a fresh engine on the base model")
-        factors = self._lora_factors(state)
+        linear_shapes = {name: module.weight.shape for name, module in self.model.named_modules()
+                         if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.ndim == 2}
+        factors = lora_factors(state, linear_shapes, self.lora)
         for name, base in self._base_weights.items():
             if name not in factors:
                 self.model.get_submodule(name).weight.copy_(base)
         for name, (lora_a, lora_b) in factors.items():
             weight = self.model.get_submodule(name).weight
             base = self._base_weights.setdefault(name, weight.detach().clone())
-            delta = lora_b.to(weight.device, torch.float32) @ lora_a.to(weight.device, torch.float32)
-            weight.copy_(base.float() + (self.lora.alpha / self.lora.r) * delta)  # copy_ casts to the weight's dtype
-
-    def _lora_factors(self, state: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """``(A, B)`` of each adapted module, after checking that they fit the model."""
-        if state and self.lora is None:
-            raise ValueError("got LoRA adapter weights, but this engine was built without lora=LoraSettings(...)")
-        keys: dict[str, dict[str, str]] = {}
-        for key in state:
-            match = LORA_KEY.match(key)
-            if match is None:
-                raise ValueError(f"'{key}' is not a LoRA weight ('<module>.lora_A.weight' or '.lora_B.weight'); "
-                                 "a state holds either a LoRA adapter or every weight of the model")
-            keys.setdefault(match["module"], {})[match["factor"]] = key
-        modules = dict(self.model.named_modules())
-        factors = {}
-        for name, pair in keys.items():
-            if len(pair) < 2:
-                raise ValueError(f"'{next(iter(pair.values()))}' comes without its LoRA partner "
-                                 f"(lora_A and lora_B go together)")
-            key_a, key_b = pair["A"], pair["B"]
-            weight = getattr(modules.get(name), "weight", None)
-            if weight is None or weight.ndim != 2:
-                raise ValueError(f"'{key_a}': the model has no linear layer '{name}'")
-            if not any(name == t or name.endswith("." + t) for t in self.lora.target_modules):
-                raise ValueError(f"'{key_a}': '{name}' is not among the LoRA target modules {self.lora.target_modules}")
-            lora_a, lora_b = state[key_a], state[key_b]
-            if lora_a.ndim != 2 or lora_b.ndim != 2 or lora_a.shape[0] != self.lora.r or lora_b.shape[1] != self.lora.r:
-                raise ValueError(f"'{key_a}' {tuple(lora_a.shape)} and '{key_b}' {tuple(lora_b.shape)} are not rank "
-                                 f"r={self.lora.r} LoRA factors")
-            if (lora_b.shape[0], lora_a.shape[1]) != tuple(weight.shape):
-                raise ValueError(f"'{key_a}' and '{key_b}' make a {lora_b.shape[0]}x{lora_a.shape[1]} update, "
-                                 f"but '{name}.weight' is {tuple(weight.shape)}")
-            factors[name] = (lora_a, lora_b)
-        return factors
+            weight.copy_(merged_weight(base, lora_a, lora_b, self.lora))  # copy_ casts to the weight's dtype
 
     def _set_full(self, state: dict[str, torch.Tensor]) -> None:
         load_full_state(self.model, state)

@@ -125,7 +125,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"unknown config key '{error.full_key}' in {origin}") from None
         except OmegaConfBaseException as error:
             raise ConfigError(f"bad value for '{getattr(error, 'full_key', '?')}' in {origin}: {error.msg}") from None
-    return OmegaConf.to_object(merged)
+    try:
+        return OmegaConf.to_object(merged)
+    except ValueError as error:  # a section's own check (__post_init__)
+        raise ConfigError(str(error)) from None
 
 
 def _writable(node: DictConfig) -> DictConfig:

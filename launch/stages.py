@@ -170,7 +170,7 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
 def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | None) -> list:
     """Rollout workers as Ray actors (or one in-process worker when ``rollout.num_workers=0``)."""
     kwargs = dict(model_name=config.model.name, env_spec=spec, lora=lora_settings(config), adapter_dir=adapter_dir,
-                  max_batch_size=config.rollout.max_batch_size, device=resolve_device(config.model.device))
+                  device=resolve_device(config.model.device), config=config.rollout)
     if config.rollout.num_workers <= 0:
         return [RolloutWorker(**kwargs)]
     return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, num_gpus=gpu_share(config), **kwargs)

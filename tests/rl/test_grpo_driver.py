@@ -1,6 +1,7 @@
 """The GRPO driver with plain workers (and Ray actors): update, sync, checkpoint, resume, learn."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ import torch
 from envs.config import EnvConfig
 from envs.data import build_tasks, training_interactions
 from envs.tools import InteractionGraph
-from rewards import score_batch
+from rewards import register_reward, score_batch
 from rl.checkpoints import latest_checkpoint, list_checkpoints, read_trainer_state
 from rl.batch import TokenBatch
 from rl.grpo import GRPOConfig, episode_metrics, train_grpo, uniform_group_fraction
@@ -133,6 +134,74 @@ def test_grpo_resumes_where_its_checkpoint_stopped_with_distinct_seeds(tiny_mode
     rest, history, _ = run(3, start_step=2, start_dir=checkpoint, root=tmp_path / "grpo")
     assert rest == uninterrupted[4:] and len(history) == 1
     assert read_trainer_state(latest_checkpoint(tmp_path / "grpo"))["step"] == 3
+
+
+class VersionedWorker(RolloutWorker):
+    """A real worker that notes, for each rollout, how many weight updates it had taken and when it ran."""
+
+    def __init__(self, log, **kwargs):
+        super().__init__(**kwargs)
+        self.log, self.updates = log, 0
+
+    def update_weights(self, state):
+        self.updates += 1
+        return super().update_weights(state)
+
+    def rollout(self, requests, *args, **kwargs):
+        started = time.perf_counter()
+        trajectories = super().rollout(requests, *args, **kwargs)
+        self.log.append((self.updates, started, sorted((r.task.task_id, r.seed) for r in requests)))
+        return trajectories
+
+
+class TimedLearner(Learner):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.updates = []
+
+    def update(self, *args, **kwargs):
+        started = time.perf_counter()
+        metrics = super().update(*args, **kwargs)
+        self.updates.append((started, time.perf_counter(), kwargs["behaviour_logprobs"]))
+        return metrics
+
+
+@register_reward("first_token_parity", overwrite=True)
+def first_token_parity(trajectory) -> float:
+    """Differs between samples of a random model, so its groups have advantages and the policy moves."""
+    return float(trajectory.token_ids[trajectory.loss_mask.index(1)] % 2)
+
+
+def test_one_step_off_policy_overlaps_rollout_and_update_at_most_one_step_behind(tiny_model_dir, spec_and_tasks,
+                                                                                 tmp_path):
+    spec, tasks = spec_and_tasks
+
+    def run(off_policy):
+        log = []
+        learner = TimedLearner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, seed=0, bf16=False)
+        reference = ReferenceModel(model_name=str(tiny_model_dir), lora=LORA, bf16=False)
+        workers = [VersionedWorker(log, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA)]
+        config = GRPOConfig(steps=4, tasks_per_step=2, group_size=2, max_new_tokens=6, temperature=1.0,
+                            one_step_off_policy=off_policy)
+        history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
+                             reward_weights={"first_token_parity": 1.0}, seed=0,
+                             checkpoint_root=tmp_path / str(off_policy),
+                             trainer_state=STATE)
+        return log, history, learner.updates
+
+    on_log, on_history, _ = run(False)
+    off_log, off_history, updates = run(True)
+    assert [drawn for _, _, drawn in off_log] == [drawn for _, _, drawn in on_log]  # the same tasks and seeds
+    assert [version for version, _, _ in on_log] == [0, 1, 2, 3]
+    assert [version for version, _, _ in off_log] == [0, 0, 1, 2]  # each batch at most one update behind
+    assert [m["rollout/policy_lag"] for m in on_history] == [0, 0, 0, 0]
+    assert [m["rollout/policy_lag"] for m in off_history] == [0, 1, 1, 1]
+    assert all(behaviour for _, _, behaviour in updates)  # the ratio's denominator: the engine's log-probs
+    for step in range(3):  # round step+2 rolled out while the learner updated on round step+1
+        update_start, update_end, _ = updates[step]
+        assert off_log[step + 1][1] < update_end
+    # Stale weights show: the learner's log-probs moved away from the ones that sampled the batch.
+    assert off_history[0]["train/logprob_mismatch"] < 1e-3 < min(m["train/logprob_mismatch"] for m in off_history[1:])
 
 
 def test_episode_and_group_metrics(spec_and_tasks, tiny_tokenizer):

@@ -1,6 +1,8 @@
 """Learner on the tiny model: SFT steps and the GRPO update (old log-probs, clipping, KL, TIS)."""
 
 import dataclasses
+import functools
+import math
 
 import pytest
 import torch
@@ -127,6 +129,24 @@ def test_logprob_mismatch_and_truncated_importance_weights(tiny_model_dir):
     assert off_policy["train/logprob_mismatch"] == pytest.approx(1.0)
     assert off_policy["train/tis_weight_mean"] == pytest.approx(2.0)
     assert off_policy["train/policy_loss"] == pytest.approx(2 * on_policy["train/policy_loss"])
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_behaviour_logprobs_are_the_ratios_denominator(tiny_model_dir, epochs):
+    """One-step off-policy: the batch came from a policy one nat less likely on each token, so the
+    first step's ratio is e (clipped at 1 + eps for positive advantages), whatever the learner says."""
+    policy = learner(tiny_model_dir, lr=0.0)
+    batch = conversation_batch(policy.tokenizer)
+    own = policy.logprobs(batch, temperature=0.7)
+    stale = dataclasses.replace(batch, rollout_logprobs=own - batch.policy_mask)
+    update = functools.partial(policy.update, stale, clip_eps=0.2, kl_coef=0.0, temperature=0.7, micro_batch_size=3,
+                               epochs=epochs)
+    behaviour = update(behaviour_logprobs=True)
+    assert behaviour["train/ratio_mean"] == pytest.approx(math.e, rel=1e-4)
+    assert behaviour["train/logprob_mismatch"] == pytest.approx(1.0, rel=1e-4)
+    recomputed = update()
+    assert recomputed["train/ratio_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert recomputed["train/logprob_mismatch"] == pytest.approx(1.0, rel=1e-4)
 
 
 @pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])

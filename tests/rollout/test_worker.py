@@ -2,6 +2,8 @@
 
 import inspect
 
+import pytest
+
 from envs.config import DEFAULTS, EnvConfig
 from envs.data import build_tasks, training_interactions
 from envs.sequential_rec import SequentialRecEnv
@@ -14,7 +16,7 @@ def test_env_defaults_are_the_config_defaults():
     parameters = inspect.signature(SequentialRecEnv).parameters
     for name in ("max_turns", "max_episode_tokens", "history_in_prompt"):
         assert parameters[name].default == getattr(DEFAULTS, name) == getattr(EnvConfig(), name)
-    assert inspect.signature(RolloutWorker).parameters["max_batch_size"].default == RolloutConfig().max_batch_size
+    assert inspect.signature(RolloutWorker).parameters["config"].default == RolloutConfig()
 
 
 def test_every_env_of_a_spec_counts_the_policys_tokens(synthetic_catalog, tiny_tokenizer):
@@ -25,3 +27,31 @@ def test_every_env_of_a_spec_counts_the_policys_tokens(synthetic_catalog, tiny_t
     assert (env.max_turns, env.max_episode_tokens, [s.name for s in env.tool_specs]) == (2, 300, ["user_cf"])
     text = "<plan>rank 17, 42 for user 3</plan>"
     assert env.count_tokens(text) == ChatFormat(tiny_tokenizer).count_tokens(text) != len(text.split())
+
+
+@pytest.mark.integration
+def test_a_vllm_worker_plays_and_takes_new_weights_as_a_ray_actor(ray_local, synthetic_catalog, tiny_model_dir):
+    from rollout.actors import spawn
+    from rollout.engines.base import SamplingParams
+    from rollout.episode import EpisodeRequest
+    from rollout.policy import LoraSettings, trainable_state
+    from tests.rollout.test_engine import random_adapter
+
+    tasks = build_tasks(synthetic_catalog, num_negatives=4, seed=0)[:4]
+    graph = InteractionGraph.from_interactions(training_interactions(synthetic_catalog.interactions, tasks))
+    spec = EnvSpec(synthetic_catalog, graph, EnvConfig(max_turns=2, tools=["user_cf"]), tokenizer="tiny-random")
+    [worker] = spawn(RolloutWorker, 1, num_threads=1, model_name=str(tiny_model_dir), env_spec=spec,
+                     lora=LoraSettings(r=4, alpha=8), config=RolloutConfig(engine="vllm"))
+    requests = [EpisodeRequest(task, task.task_id, seed=i) for i, task in enumerate(tasks)]
+    params = SamplingParams(max_new_tokens=6, temperature=1.0)
+    try:
+        before = worker.rollout(requests, params)
+        assert worker.rollout(requests, params)[0].token_ids == before[0].token_ids  # seeded
+        assert worker.update_weights(trainable_state(random_adapter(tiny_model_dir, seed=0))) > 0
+        after = worker.rollout(requests, params)
+        cached, prompt = worker.prefix_cache_counts()
+    finally:
+        ray_local.kill(worker.handle)
+    assert [t.token_ids for t in after] != [t.token_ids for t in before]
+    assert all(t.logprobs != b.logprobs for t, b in zip(after, before))
+    assert 0 < cached < prompt

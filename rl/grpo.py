@@ -100,17 +100,20 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
     history = []
     workers_version = start_step
     """Learner updates the workers' weights include."""
-    ahead: Future | None = None
-    """The next round's rollouts, running while the learner updates (one-step off-policy)."""
+    ahead: tuple[Future, int] | None = None
+    """The next round's rollouts, running while the learner updates (one-step off-policy), and the
+    weights version they run on."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout") as pool:
         for step in tqdm(range(start_step + 1, config.steps + 1), desc="grpo", unit="step", initial=start_step,
                          total=config.steps):
             started = time.perf_counter()
-            behaviour_version = workers_version if ahead is None else ahead_version
-            trajectories, rollout_seconds = play(step) if ahead is None else ahead.result()
-            ahead = None
+            if ahead is None:
+                (trajectories, rollout_seconds), behaviour_version = play(step), workers_version
+            else:
+                (trajectories, rollout_seconds), behaviour_version = ahead[0].result(), ahead[1]
+                ahead = None
             if config.one_step_off_policy and step < config.steps:
-                ahead, ahead_version = pool.submit(play, step + 1), workers_version
+                ahead = pool.submit(play, step + 1), workers_version
             score_batch(trajectories, reward_weights)
             rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
             advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
@@ -123,7 +126,7 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
                                      mini_batches=config.mini_batches, epochs=config.epochs, tis_cap=config.tis_cap,
                                      behaviour_logprobs=config.one_step_off_policy)
             if ahead is not None:
-                wait([ahead])  # the rollouts ahead finish on the weights they started with
+                wait([ahead[0]])  # the rollouts ahead finish on the weights they started with
             synced = time.perf_counter()
             workers = broadcast(workers, RolloutWorker.update_weights, learner.trainable_state())
             workers_version = step

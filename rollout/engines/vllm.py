@@ -13,6 +13,7 @@ them and as the learner recomputes them.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -42,7 +43,9 @@ class VLLMEngine:
         prefix_caching: reuse the KV cache of shared prompt prefixes (turn t+1 of an episode starts
             with all of turn t).
         kv_cache_gib: KV cache size (CPU memory on CPU, GPU memory on GPU).
-        max_model_len: longest prompt plus completion (None: the model's own limit).
+        max_model_len: longest prompt plus completion (None: 4096, or the model's limit if lower);
+            also the most prompt tokens one engine step prefills. Prompts are prefilled whole: vLLM's chunked prefill fails on CPU for seeded
+            requests (it rewinds their generator, which CPU generators cannot do).
         enforce_eager: skip graph compilation (a cold compile costs minutes on CPU).
         seed: seeds requests that come without a seed.
     """
@@ -72,10 +75,14 @@ class VLLMEngine:
             self._tied = {"lm_head.weight"}
         self._base_replaced = False
         """A full update has replaced the base model: no LoRA adapter applies to it any more."""
+        if max_model_len is None:
+            config = json.loads((self.model_dir / "config.json").read_text())
+            max_model_len = min(4096, config.get("max_position_embeddings", 4096))
         set_num_threads = torch.set_num_threads
         try:
             self.llm = LLM(model=str(self.model_dir), dtype=dtype, enable_prefix_caching=prefix_caching,
                            kv_cache_memory_bytes=int(kv_cache_gib * 2**30), max_model_len=max_model_len,
+                           enable_chunked_prefill=False, max_num_batched_tokens=max_model_len,
                            enforce_eager=enforce_eager, seed=seed, logprobs_mode="processed_logprobs",
                            skip_tokenizer_init=True)
         finally:

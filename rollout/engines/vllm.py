@@ -68,7 +68,8 @@ class VLLMEngine:
         self._base = _load_weights(self.model_dir)
         """Pristine checkpoint weights (HF names): what LoRA updates merge into and ``{}`` restores."""
         self._shapes = {key: value.shape for key, value in self._base.items()}
-        """Every weight of the model; a learner's full state may also name the tied output layer."""
+        """Every weight of the model; a learner's full state may also name the tied output layer. vLLM
+        keeps its own copy of a tied output layer, so every update sends it too."""
         self._tied = set()
         if "lm_head.weight" not in self._shapes and "model.embed_tokens.weight" in self._shapes:
             self._shapes["lm_head.weight"] = self._shapes["model.embed_tokens.weight"]
@@ -147,6 +148,8 @@ class VLLMEngine:
             check_full_state(self._shapes, state, optional=self._tied)
             weights = state
             self._base_replaced = True
+        if self._tied:  # the served output layer is a copy of the embeddings, not tied to them
+            weights = {**weights, "lm_head.weight": weights["model.embed_tokens.weight"]}
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items()),
                                                           "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()

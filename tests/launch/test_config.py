@@ -36,7 +36,7 @@ def test_overrides_win_and_keep_types():
         (["grpo.steps=many"], "bad value for 'grpo.steps'"),
         (["grpo.steps"], "must look like key=value"),
         (["model.device=tpu"], "bad value for 'model.device': 'tpu'"),
-        (["rollout.engine=sglang"], "unknown rollout.engine 'sglang'; use one of hf, vllm"),
+        (["rollout.engine=sglang"], "unknown rollout.engine 'sglang'; use one of auto, hf, vllm"),
     ],
 )
 def test_bad_overrides_are_named(overrides, message):

@@ -21,9 +21,11 @@ from rollout.chat import ChatFormat
 from rollout.engines.base import SamplingParams
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.policy import LoraSettings
-from rollout.worker import EnvSpec, RolloutWorker
+from rollout.worker import EnvSpec, RolloutConfig, RolloutWorker
 
 LORA = LoraSettings(r=8, alpha=16)
+HF = RolloutConfig(engine="hf")
+"""These tests read the workers' weights through the HF engine's model."""
 WEIGHTS = {"format": 1.0, "tiered_hit": 1.0}
 STATE = {"sft": "abc", "seed": 0}
 
@@ -38,7 +40,7 @@ def spec_and_tasks(synthetic_catalog):
 def roles(model_dir, spec, lora, *, lr=1e-2, start_dir=None, workers=2):
     learner = Learner(model_name=str(model_dir), lora=lora, lr=lr, adapter_dir=start_dir, seed=0, bf16=False)
     reference = ReferenceModel(model_name=str(model_dir), checkpoint_dir=start_dir, lora=lora, bf16=False)
-    rollout = [RolloutWorker(model_name=str(model_dir), env_spec=spec, lora=lora, adapter_dir=start_dir)
+    rollout = [RolloutWorker(model_name=str(model_dir), env_spec=spec, lora=lora, adapter_dir=start_dir, config=HF)
                for _ in range(workers)]
     return learner, reference, rollout
 
@@ -74,7 +76,7 @@ def test_grpo_driver_updates_syncs_and_checkpoints(tiny_model_dir, spec_and_task
     assert [step for step, _ in list_checkpoints(tmp_path / "grpo")] == [2, 3]  # keep_last=2
     assert read_trainer_state(latest_checkpoint(tmp_path / "grpo")) == {"step": 3, **STATE}
     fresh = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora,
-                          adapter_dir=latest_checkpoint(tmp_path / "grpo"))
+                          adapter_dir=latest_checkpoint(tmp_path / "grpo"), config=HF)
     assert same_policy(learner, fresh, probe)  # the checkpoint restores the same policy
 
 
@@ -84,7 +86,7 @@ def test_grpo_goes_on_when_a_rollout_worker_dies(tiny_model_dir, spec_and_tasks,
 
     spec, tasks = spec_and_tasks
     learner, reference, _ = roles(tiny_model_dir, spec, LORA, lr=1e-3, workers=0)
-    workers = spawn(RolloutWorker, 2, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA)
+    workers = spawn(RolloutWorker, 2, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, config=HF)
     ray.kill(workers[1].handle)
     config = GRPOConfig(steps=2, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0)
     history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
@@ -114,7 +116,7 @@ def test_grpo_resumes_where_its_checkpoint_stopped_with_distinct_seeds(tiny_mode
         if start_step:
             learner.load_optimizer(start_dir)
         workers = [RecordingWorker(drawn, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA,
-                                   adapter_dir=start_dir) for _ in range(2)]
+                                   adapter_dir=start_dir, config=HF) for _ in range(2)]
         config = GRPOConfig(steps=steps, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0)
         history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
                              reward_weights=WEIGHTS, seed=0, checkpoint_root=root, trainer_state=STATE,
@@ -180,7 +182,7 @@ def test_one_step_off_policy_overlaps_rollout_and_update_at_most_one_step_behind
         log = []
         learner = TimedLearner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, seed=0, bf16=False)
         reference = ReferenceModel(model_name=str(tiny_model_dir), lora=LORA, bf16=False)
-        workers = [VersionedWorker(log, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA)]
+        workers = [VersionedWorker(log, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, config=HF)]
         config = GRPOConfig(steps=4, tasks_per_step=2, group_size=2, max_new_tokens=6, temperature=1.0,
                             one_step_off_policy=off_policy)
         history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
@@ -248,7 +250,7 @@ def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, 
     reference = ReferenceModel(model_name=str(tiny_model_dir), checkpoint_dir=tmp_path / "sft", lora=None,
                                device=device)
     workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, adapter_dir=tmp_path / "sft",
-                             device=device) for _ in range(2)]
+                             device=device, config=HF) for _ in range(2)]
     params = SamplingParams(max_new_tokens=16, temperature=1.0)
 
     def sampled_reward():

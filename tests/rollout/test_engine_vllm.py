@@ -178,3 +178,10 @@ def test_full_weight_sync_and_bad_states(engine, tiny_model_dir, chat):
     assert synced < FP32_TOLERANCE
     with pytest.raises(ValueError, match="replaced the base model"):
         engine.update_weights({})
+    # A checkpoint of a model with tied embeddings has no output layer; the served copy follows anyway.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.add_(0.05 * torch.randn_like(model.get_input_embeddings().weight))
+    state = {key: value for key, value in trainable_state(model).items() if key != "lm_head.weight"}
+    engine.update_weights(state)
+    synced, _ = mismatch(engine, model, batch, 1.0)
+    assert synced < FP32_TOLERANCE

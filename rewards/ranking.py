@@ -114,7 +114,9 @@ def ranking_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
 
     Returns:
         ``hr@1``, ``hr@3``, ``hr@5``, ``hr_avg`` (mean of the three hit rates), ``ndcg@5`` and
-        ``mrr``, each averaged over tasks. Keys are bare; callers namespace them (``eval/hr@1``).
+        ``mrr``, each averaged over tasks, and ``hr_avg_ci95``: the half-width of a normal 95%
+        confidence interval of ``hr_avg`` over tasks (1.96 standard errors; 0 for one task).
+        Keys are bare; callers namespace them (``eval/hr@1``).
 
     Raises:
         ValueError: If ``ranks`` is empty.
@@ -122,6 +124,8 @@ def ranking_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
     >>> m = ranking_metrics([1, 4, None])
     >>> m["hr@1"], m["hr@5"], m["mrr"]
     (0.3333333333333333, 0.6666666666666666, 0.4166666666666667)
+    >>> round(m["hr_avg_ci95"], 4)  # per-task hr_avg 1, 2/3, 0: sd 0.5092
+    0.5762
     """
     if len(ranks) == 0:
         raise ValueError("ranking_metrics needs at least one rank; got an empty sequence.")
@@ -132,6 +136,9 @@ def ranking_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
         "hr@5": sum(hit_at_k(r, 5) for r in ranks) / n,
     }
     metrics["hr_avg"] = (metrics["hr@1"] + metrics["hr@3"] + metrics["hr@5"]) / 3.0
+    per_task = [(hit_at_k(r, 1) + hit_at_k(r, 3) + hit_at_k(r, 5)) / 3.0 for r in ranks]
+    variance = sum((x - metrics["hr_avg"]) ** 2 for x in per_task) / (n - 1) if n > 1 else 0.0
+    metrics["hr_avg_ci95"] = 1.96 * math.sqrt(variance / n)
     metrics["ndcg@5"] = sum(ndcg_at_k(r, 5) for r in ranks) / n
     metrics["mrr"] = sum(mrr(r) for r in ranks) / n
     return metrics

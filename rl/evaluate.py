@@ -8,7 +8,7 @@ from envs.baselines import BASELINES
 from envs.types import RankingTask, Trajectory
 from rewards.ranking import rank_of, ranking_metrics
 
-METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "turn_format_rate", "tool_calls")
+METRIC_KEYS = ("hr@1", "hr@3", "hr@5", "hr_avg", "hr_avg_ci95", "ndcg@5", "mrr", "format_rate", "turn_format_rate", "tool_calls")
 
 
 def trajectory_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:

@@ -69,7 +69,9 @@ def test_ranking_metrics_by_hand():
     assert metrics["ndcg@5"] == pytest.approx(0.4123213)
     # (1 + 1/2 + 1/4 + 1/6 + 0) / 5
     assert metrics["mrr"] == pytest.approx(0.3833333)
-    assert set(metrics) == {"hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr"}
+    # per-task hr_avg: 1, 2/3, 1/3, 0, 0 (mean 0.4, sample sd 0.4346); 1.96 * sd / sqrt(5)
+    assert metrics["hr_avg_ci95"] == pytest.approx(1.96 * 0.4346135 / math.sqrt(5))
+    assert set(metrics) == {"hr@1", "hr@3", "hr@5", "hr_avg", "hr_avg_ci95", "ndcg@5", "mrr"}
 
 
 def test_ranking_metrics_all_misses_are_zero():

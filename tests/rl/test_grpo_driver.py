@@ -9,7 +9,7 @@ import torch
 from envs.config import EnvConfig
 from envs.data import build_tasks, training_interactions
 from envs.tools import InteractionGraph
-from rewards import register_reward, score_batch
+from rewards import REWARD_FUNCTIONS, score_batch
 from rl.checkpoints import latest_checkpoint, list_checkpoints, read_trainer_state
 from rl.batch import TokenBatch
 from rl.grpo import GRPOConfig, episode_metrics, train_grpo, uniform_group_fraction
@@ -168,15 +168,15 @@ class TimedLearner(Learner):
         return metrics
 
 
-@register_reward("first_token_parity", overwrite=True)
 def first_token_parity(trajectory) -> float:
     """Differs between samples of a random model, so its groups have advantages and the policy moves."""
     return float(trajectory.token_ids[trajectory.loss_mask.index(1)] % 2)
 
 
 def test_one_step_off_policy_overlaps_rollout_and_update_at_most_one_step_behind(tiny_model_dir, spec_and_tasks,
-                                                                                 tmp_path):
+                                                                                 tmp_path, monkeypatch):
     spec, tasks = spec_and_tasks
+    monkeypatch.setitem(REWARD_FUNCTIONS, "first_token_parity", first_token_parity)
 
     def run(off_policy):
         log = []

@@ -1,4 +1,4 @@
-"""The Engine interface every generation backend implements (HF transformers now, vLLM next).
+"""The Engine interface every generation backend implements (vLLM, HF transformers).
 
 Token ids in, token ids out: the episode loop never hands an engine text, and never
 re-tokenizes what an engine produced.

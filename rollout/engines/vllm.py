@@ -44,8 +44,9 @@ class VLLMEngine:
             with all of turn t).
         kv_cache_gib: KV cache size (CPU memory on CPU, GPU memory on GPU).
         max_model_len: longest prompt plus completion (None: 4096, or the model's limit if lower);
-            also the most prompt tokens one engine step prefills. Prompts are prefilled whole: vLLM's chunked prefill fails on CPU for seeded
-            requests (it rewinds their generator, which CPU generators cannot do).
+            also the most prompt tokens one engine step prefills. Prompts are prefilled whole:
+            vLLM's chunked prefill fails on CPU for seeded requests (it rewinds their generator,
+            which CPU generators cannot do).
         enforce_eager: skip graph compilation (a cold compile costs minutes on CPU).
         seed: seeds requests that come without a seed.
     """
@@ -56,6 +57,7 @@ class VLLMEngine:
         if _LIVE:
             raise RuntimeError("a vLLM engine is already open in this process; close() it first (one per process)")
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: reload_weights reaches the model
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # one INFO block per engine and reload otherwise
         try:
             from vllm import LLM
         except ImportError as error:
@@ -65,15 +67,15 @@ class VLLMEngine:
         self.stop_token_ids = list(stop_token_ids)
         self.lora = lora
         self.prefix_caching = prefix_caching
+        self.dtype = getattr(torch, dtype)
         self._base = _load_weights(self.model_dir)
         """Pristine checkpoint weights (HF names): what LoRA updates merge into and ``{}`` restores."""
         self._shapes = {key: value.shape for key, value in self._base.items()}
         """Every weight of the model; a learner's full state may also name the tied output layer. vLLM
         keeps its own copy of a tied output layer, so every update sends it too."""
-        self._tied = set()
-        if "lm_head.weight" not in self._shapes and "model.embed_tokens.weight" in self._shapes:
+        self._tied = "lm_head.weight" not in self._shapes and "model.embed_tokens.weight" in self._shapes
+        if self._tied:
             self._shapes["lm_head.weight"] = self._shapes["model.embed_tokens.weight"]
-            self._tied = {"lm_head.weight"}
         self._base_replaced = False
         """A full update has replaced the base model: no LoRA adapter applies to it any more."""
         if max_model_len is None:
@@ -145,11 +147,12 @@ class VLLMEngine:
             for name, (lora_a, lora_b) in factors.items():
                 weights[f"{name}.weight"] = merged_weight(self._base[f"{name}.weight"], lora_a, lora_b, self.lora)
         else:
-            check_full_state(self._shapes, state, optional=self._tied)
+            check_full_state(self._shapes, state, optional={"lm_head.weight"} if self._tied else ())
             weights = state
             self._base_replaced = True
         if self._tied:  # the served output layer is a copy of the embeddings, not tied to them
             weights = {**weights, "lm_head.weight": weights["model.embed_tokens.weight"]}
+        weights = {key: value.to(self.dtype) for key, value in weights.items()}  # vLLM warns on every cast
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items()),
                                                           "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()

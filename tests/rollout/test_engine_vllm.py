@@ -128,7 +128,6 @@ def test_lora_sync_gives_the_learners_logprobs_and_empty_state_restores_the_base
     for seed in range(5):  # repeated syncs merge from the pristine weights: nothing accumulates
         engine.update_weights(trainable_state(random_adapter(tiny_model_dir, seed=10 + seed)))
     engine.update_weights(trainable_state(adapted))
-    assert engine.sync_seconds > 0
     synced, _ = mismatch(engine, adapted, batch, 1.0)
     assert synced < FP32_TOLERANCE < stale / 25
     engine.update_weights({})

@@ -100,7 +100,14 @@ def _convert_smollm2(out: Path) -> None:
     model.generation_config.eos_token_id = end_id
     model.config.eos_token_id = end_id
     tokenizer.eos_token = END_OF_TURN
-    model.save_pretrained(out)
+    # The weights are de-quantized fp32 already, but the model still counts as GGUF-quantized, which
+    # transformers refuses to save: the same weights go into a plain model of the same config.
+    config = model.config
+    del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    plain.generation_config = model.generation_config
+    plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
 
 

@@ -24,6 +24,23 @@ def test_smollm2_conversion_ends_turns_at_im_end(tiny_tokenizer):
     assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == end
 
 
+def test_smollm2_converts_from_the_gguf_into_a_plain_model_folder(tmp_path, monkeypatch):
+    """The conversion itself, into an empty cache (the session cache is usually built already)."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("RECRL_CACHE", str(tmp_path))
+    folder = models.resolve_model("smollm2-135m-instruct")
+    assert folder.parent.parent == tmp_path
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())  # a plain fp32 model
+    monkeypatch.undo()
+    cached = load_file(models.resolve_model("smollm2-135m-instruct") / "model.safetensors")
+    converted = load_file(folder / "model.safetensors")
+    assert converted.keys() == cached.keys() and all(torch.equal(converted[k], cached[k]) for k in cached)
+
+
 def test_unknown_model_names_the_fix(tmp_path):
     with pytest.raises(models.ModelNotFoundError, match="smollm2-135m-instruct"):
         models.resolve_model(str(tmp_path / "nowhere"))

@@ -35,6 +35,17 @@ def rank_itemknn(task: RankingTask, graph: InteractionGraph) -> list[str]:
     return rank_candidates(scores, task.candidate_item_ids)
 
 
+RECENT_ITEMS = 5
+"""Most recent history items ``itemknn_recent`` scores against."""
+
+
+def rank_itemknn_recent(task: RankingTask, graph: InteractionGraph, *, k: int = RECENT_ITEMS) -> list[str]:
+    """Candidates by ItemCF score against the ``k`` most recent items of ``task.history``: the next
+    item follows recent interest more than the whole history."""
+    scores = graph.item_cf_scores(task.history[-k:], task.candidate_item_ids)
+    return rank_candidates(scores, task.candidate_item_ids)
+
+
 def rank_userknn(task: RankingTask, graph: InteractionGraph) -> list[str]:
     """Candidates by UserCF score, the user's vector taken from ``task.history``."""
     scores = graph.user_cf_scores(task.user_id, task.candidate_item_ids, history=task.history)
@@ -45,5 +56,6 @@ BASELINES: dict[str, Ranker] = {
     "random": lambda task, graph, seed: rank_random(task, seed=seed),
     "pop": lambda task, graph, seed: rank_pop(task, graph),
     "itemknn": lambda task, graph, seed: rank_itemknn(task, graph),
+    "itemknn_recent": lambda task, graph, seed: rank_itemknn_recent(task, graph),
     "userknn": lambda task, graph, seed: rank_userknn(task, graph),
 }

@@ -66,7 +66,8 @@ class EvalConfig:
     num_tasks: int = 64
     """Held-out tasks scored (a seeded sample of users; 0 = all users)."""
     methods: list[str] = field(default_factory=lambda: [
-        "random", "pop", "itemknn", "userknn", "teacher", "student_base", "student_sft", "student_grpo"])
+        "random", "pop", "itemknn", "itemknn_recent", "userknn", "teacher", "student_base", "student_sft",
+        "student_grpo"])
     """Methods to score; students whose checkpoint is missing are skipped with a note."""
     max_new_tokens: int = 96
     """Tokens per assistant turn (greedy decoding)."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from envs.baselines import BASELINES
 from envs.data import build_tasks, leave_last_out, load_ml100k, load_tasks, save_tasks, synthetic_catalog
 from envs.data import tasks_from_file, training_interactions
 from envs.tools import InteractionGraph
@@ -272,7 +273,7 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
 # eval ------------------------------------------------------------------------------------------
 
 STUDENTS = {"student_base": None, "student_sft": "sft_adapter", "student_grpo": "final_adapter"}
-BASELINE_METHODS = ("random", "pop", "itemknn", "userknn")
+BASELINE_METHODS = tuple(BASELINES)
 
 
 def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:

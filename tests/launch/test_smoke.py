@@ -36,8 +36,8 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
 
     report = json.loads((run_dir / "eval.json").read_text())
     methods = report["methods"]
-    assert set(methods) == {"random", "pop", "itemknn", "userknn", "teacher", "student_base", "student_sft",
-                            "student_grpo"}
+    assert set(methods) == {"random", "pop", "itemknn", "itemknn_recent", "userknn", "teacher", "student_base",
+                            "student_sft", "student_grpo"}
     assert report["protocol"]["num_tasks"] == 12 and report["protocol"]["num_candidates"] == 5
     for metrics in methods.values():
         assert set(metrics) >= {"hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "turn_format_rate"}

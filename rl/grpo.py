@@ -51,6 +51,10 @@ class GRPOConfig:
     """Passes over one round's episodes."""
     tis_cap: float | None = None
     """Truncated importance sampling: cap of the learner/sampler probability ratio (None: off)."""
+    dynamic_sampling_rounds: int = 0
+    """DAPO's dynamic sampling: a group whose rewards are all equal (zero advantages) is dropped and
+    groups of newly drawn tasks take its place, for at most this many more rollout rounds a step
+    (0: off). A step still short of groups then trains on the ones it has."""
     one_step_off_policy: bool = False
     """Roll out round t+1 while the learner updates on round t (with the weights before that update);
     the ratio's denominator is then the engine's behaviour log-probs."""
@@ -89,13 +93,33 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
         rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
     params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
 
-    def play(step: int) -> tuple[list[Trajectory], float]:
-        """Round ``step``'s rollouts on the weights the workers hold now, and the seconds they took."""
+    def roll(step: int, batch_tasks: Sequence[Task], first: int) -> list[Trajectory]:
+        """A scored group of episodes for each task; ``first`` numbers the step's first of these groups."""
+        requests = [EpisodeRequest(task, group_id=f"{step}:{index}:{task.task_id}",
+                                   seed=derive_seed(seed, step, index, sample))
+                    for index, task in enumerate(batch_tasks, start=first) for sample in range(config.group_size)]
+        trajectories = map_actors(workers, RolloutWorker.rollout, requests, params=params)
+        score_batch(trajectories, reward_weights)
+        return trajectories
+
+    def play(step: int) -> tuple[list[Trajectory], list[Trajectory], float]:
+        """Round ``step``'s rollouts on the weights the workers hold now: the groups to train on,
+        every group sampled, and the seconds it took."""
         began = time.perf_counter()
-        batch_tasks = rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
-        requests = [EpisodeRequest(task, group_id=f"{step}:{task.task_id}", seed=derive_seed(seed, step, index, sample))
-                    for index, task in enumerate(batch_tasks) for sample in range(config.group_size)]
-        return map_actors(workers, RolloutWorker.rollout, requests, params=params), time.perf_counter() - began
+        count = min(config.tasks_per_step, len(tasks))
+        sampled = roll(step, rng.sample(list(tasks), count), 0)
+        if not config.dynamic_sampling_rounds:
+            return sampled, sampled, time.perf_counter() - began
+        kept = informative_groups(sampled)
+        refill = random.Random(derive_seed(seed, "refill", step))  # keeps the main draw order resumable
+        for _ in range(config.dynamic_sampling_rounds):
+            missing = count - len(kept) // config.group_size
+            if missing <= 0:
+                break
+            more = roll(step, refill.sample(list(tasks), missing), len(sampled) // config.group_size)
+            sampled += more
+            kept += informative_groups(more)
+        return kept[: count * config.group_size] or sampled, sampled, time.perf_counter() - began
 
     history = []
     workers_version = start_step
@@ -108,13 +132,12 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
                          total=config.steps):
             started = time.perf_counter()
             if ahead is None:
-                (trajectories, rollout_seconds), behaviour_version = play(step), workers_version
+                (trajectories, sampled, rollout_seconds), behaviour_version = play(step), workers_version
             else:
-                (trajectories, rollout_seconds), behaviour_version = ahead[0].result(), ahead[1]
+                (trajectories, sampled, rollout_seconds), behaviour_version = ahead[0].result(), ahead[1]
                 ahead = None
             if config.one_step_off_policy and step < config.steps:
                 ahead = pool.submit(play, step + 1), workers_version
-            score_batch(trajectories, reward_weights)
             rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
             advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
             batch = token_batch(trajectories, advantages, pad_id=learner.pad_token_id())
@@ -133,12 +156,14 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
             metrics["perf/weight_sync_seconds"] = time.perf_counter() - synced
             if step % config.save_every == 0 or step == config.steps:
                 learner.save_checkpoint(checkpoint_root, step, trainer_state, keep_last=config.keep_last)
-            metrics.update(episode_metrics(trajectories))
+            metrics.update(episode_metrics(sampled))
             # Groups whose samples all scored the same teach nothing but the KL term.
-            metrics["rollout/uniform_group_frac"] = uniform_group_fraction(trajectories)
+            metrics["rollout/uniform_group_frac"] = uniform_group_fraction(sampled)
+            metrics["rollout/groups_sampled"] = float(len(sampled) // config.group_size)
+            metrics["rollout/groups_trained"] = float(len(trajectories) // config.group_size)
             # Updates the learner had made that the rollouts' weights lacked (0 on-policy, at most 1 ahead).
             metrics["rollout/policy_lag"] = float(step - 1 - behaviour_version)
-            policy_tokens = sum(sum(t.loss_mask) for t in trajectories)
+            policy_tokens = sum(sum(t.loss_mask) for t in sampled)
             metrics["perf/rollout_tokens_per_s"] = policy_tokens / max(rollout_seconds, 1e-9)
             metrics["perf/step_seconds"] = time.perf_counter() - started
             history.append(metrics)
@@ -155,11 +180,24 @@ def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *,
                                      advantages=advantages)
 
 
-def uniform_group_fraction(trajectories: Sequence[Trajectory]) -> float:
-    """The fraction of groups whose rewards are all equal (their advantages are all 0)."""
+def group_rewards(trajectories: Sequence[Trajectory]) -> dict[str, set[float]]:
+    """The distinct rewards of each group."""
     groups: dict[str, set[float]] = {}
     for trajectory in trajectories:
         groups.setdefault(trajectory.group_id, set()).add(trajectory.reward)
+    return groups
+
+
+def informative_groups(trajectories: Sequence[Trajectory]) -> list[Trajectory]:
+    """The episodes of every group whose rewards are not all equal (the others have zero advantages),
+    in their order."""
+    groups = group_rewards(trajectories)
+    return [t for t in trajectories if len(groups[t.group_id]) > 1]
+
+
+def uniform_group_fraction(trajectories: Sequence[Trajectory]) -> float:
+    """The fraction of groups whose rewards are all equal (their advantages are all 0)."""
+    groups = group_rewards(trajectories)
     return sum(len(rewards) == 1 for rewards in groups.values()) / len(groups)
 
 

@@ -2,6 +2,7 @@
 
 import math
 import time
+import zlib
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from envs.tools import InteractionGraph
 from rewards import REWARD_FUNCTIONS, score_batch
 from rl.checkpoints import latest_checkpoint, list_checkpoints, read_trainer_state
 from rl.batch import TokenBatch
-from rl.grpo import GRPOConfig, episode_metrics, train_grpo, uniform_group_fraction
+from rl.grpo import GRPOConfig, episode_metrics, informative_groups, train_grpo, uniform_group_fraction
 from rl.learner import Learner
 from rl.logprobs import batch_logprobs
 from rl.reference import ReferenceModel
@@ -206,6 +207,41 @@ def test_one_step_off_policy_overlaps_rollout_and_update_at_most_one_step_behind
     assert off_history[0]["train/logprob_mismatch"] < 1e-3 < min(m["train/logprob_mismatch"] for m in off_history[1:])
 
 
+def parity_on_odd_tasks(trajectory) -> float:
+    """Uniform (always 0) on half the tasks, random on the others: dynamic sampling has groups to drop."""
+    if zlib.crc32(trajectory.task_id.encode()) % 2 == 0:
+        return 0.0
+    return first_token_parity(trajectory)
+
+
+class BatchRecordingLearner(Learner):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.batches = []
+
+    def update(self, batch, **kwargs):
+        self.batches.append(batch)
+        return super().update(batch, **kwargs)
+
+
+def test_dynamic_sampling_trains_only_on_groups_with_different_rewards(tiny_model_dir, spec_and_tasks, tmp_path,
+                                                                       monkeypatch):
+    spec, tasks = spec_and_tasks
+    monkeypatch.setitem(REWARD_FUNCTIONS, "parity_on_odd_tasks", parity_on_odd_tasks)
+    learner = BatchRecordingLearner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-3, seed=0, bf16=False)
+    reference = ReferenceModel(model_name=str(tiny_model_dir), lora=LORA, bf16=False)
+    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, config=HF)]
+    config = GRPOConfig(steps=3, tasks_per_step=2, group_size=4, max_new_tokens=4, temperature=1.0,
+                        dynamic_sampling_rounds=3)
+    history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
+                         reward_weights={"parity_on_odd_tasks": 1.0}, seed=0, checkpoint_root=tmp_path / "grpo",
+                         trainer_state=STATE)
+    assert sum(m["rollout/groups_sampled"] for m in history) > 3 * 2  # uniform groups were replaced
+    for metrics, batch in zip(history, learner.batches):
+        assert len(batch) == 4 * metrics["rollout/groups_trained"]
+        assert (batch.advantages.abs().amax(dim=1) > 0).all()  # every episode trained on has an advantage
+
+
 def test_episode_and_group_metrics(spec_and_tasks, tiny_tokenizer):
     from envs.types import RankingOutcome, Trajectory
 
@@ -216,6 +252,7 @@ def test_episode_and_group_metrics(spec_and_tasks, tiny_tokenizer):
     batch = [episode("a", 1), episode("b", 2), episode("a", 1), episode("b", None)]
     score_batch(batch, WEIGHTS)
     assert uniform_group_fraction(batch) == 0.5  # group a is uniform, interleaved with group b
+    assert informative_groups(batch) == [batch[1], batch[3]]
     metrics = episode_metrics(batch)
     assert metrics["rollout/format_rate"] == 0.75 and metrics["reward/format"] == 0.5
 

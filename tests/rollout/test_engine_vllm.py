@@ -94,6 +94,18 @@ def test_each_request_samples_from_its_own_seed_whatever_the_batch(engine, chat)
         engine.generate(batch, params, seeds=[1])
 
 
+def test_torch_threads_stay_settable_beside_the_engine(engine):
+    """vLLM's CPU worker disables torch.set_num_threads for its whole process; the engine restores it,
+    so a learner or reference in the same process keeps control of its threads."""
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    try:
+        torch.set_num_threads(target)
+        assert torch.get_num_threads() == target
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_seeded_batches_longer_than_one_prefill_step(engine, chat):
     """16 seeded prompts of 600 tokens do not fit one engine step (4096 tokens): vLLM's chunked prefill
     would split one and then fail rewinding its CPU generator; whole prompts queue instead."""

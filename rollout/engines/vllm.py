@@ -18,14 +18,15 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import torch
 
-from rollout.engines.base import Generation, SamplingParams
+from rollout.engines.base import FinishReason, Generation, SamplingParams
 from rollout.engines.lora import is_lora_state, lora_factors, merged_weight
 from rollout.policy import LoraSettings, check_full_state
 
-FINISH_REASONS = ("stop", "length")
+FINISH_REASONS = get_args(FinishReason)
 _LIVE: list[VLLMEngine] = []
 """The process's open engine: vLLM keeps its parallel state per process, and closing one engine tears
 it down under any other."""
@@ -65,12 +66,11 @@ class VLLMEngine:
                               "(`make setup` does it) or `pip install -e .[vllm]` on GPUs") from error
         # One warning per fp32 checkpoint weight cast to the served dtype, hundreds per load.
         logging.getLogger("vllm.model_executor.models.utils").setLevel(logging.ERROR)
-        self.model_dir = Path(model_dir)
+        model_dir = Path(model_dir)
         self.stop_token_ids = list(stop_token_ids)
         self.lora = lora
-        self.prefix_caching = prefix_caching
         self.dtype = getattr(torch, dtype)
-        self._base = _load_weights(self.model_dir)
+        self._base = _load_weights(model_dir)
         """Pristine checkpoint weights (HF names): what LoRA updates merge into and ``{}`` restores."""
         self._shapes = {key: value.shape for key, value in self._base.items()}
         """Every weight of the model; a learner's full state may also name the tied output layer. vLLM
@@ -81,11 +81,11 @@ class VLLMEngine:
         self._base_replaced = False
         """A full update has replaced the base model: no LoRA adapter applies to it any more."""
         if max_model_len is None:
-            config = json.loads((self.model_dir / "config.json").read_text())
+            config = json.loads((model_dir / "config.json").read_text())
             max_model_len = min(4096, config.get("max_position_embeddings", 4096))
         set_num_threads = torch.set_num_threads
         try:
-            self.llm = LLM(model=str(self.model_dir), dtype=dtype, enable_prefix_caching=prefix_caching,
+            self.llm = LLM(model=str(model_dir), dtype=dtype, enable_prefix_caching=prefix_caching,
                            kv_cache_memory_bytes=int(kv_cache_gib * 2**30), max_model_len=max_model_len,
                            enable_chunked_prefill=False, max_num_batched_tokens=max_model_len,
                            enforce_eager=enforce_eager, seed=seed, logprobs_mode="processed_logprobs",

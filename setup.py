@@ -24,6 +24,7 @@ setup(
         "safetensors==0.8.0",
         "tqdm==4.70.1",
         "pyarrow==26.0.1",
+        "matplotlib==3.11.2",
     ],
     extras_require={
         "dev": ["pytest==9.2.0"],

@@ -1,19 +1,30 @@
 """Non-LLM rankers over a RankingTask: the bars an agent has to clear.
 
-Each returns a full ranking of ``task.candidate_item_ids``, best first. ``BASELINES`` gives them
-one call signature, ``fn(task, graph, seed)``, so evaluation code can loop over them by name.
+``random``, and one baseline per signal the agent can read as a tool (``envs.signals``), scored on
+``task.history`` exactly as the tool scores it. Each returns a full ranking of
+``task.candidate_item_ids``, best first.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Mapping
 
 from envs.data.splits import user_rng
-from envs.tools.graph import InteractionGraph
+from envs.signals.signals import Signal
 from envs.tools.toolbox import rank_candidates
 from envs.types import RankingTask
 
-Ranker = Callable[[RankingTask, InteractionGraph, int], list[str]]
+SIGNAL_BASELINES: dict[str, str] = {
+    "pop": "popularity",
+    "itemknn": "item_cf",
+    "itemknn_recent": "recent_cf",
+    "userknn": "user_cf",
+    "genre_year": "genre_year",
+    "sasrec": "sequential",
+}
+"""Baseline method -> the signal it ranks by."""
+
+BASELINES: tuple[str, ...] = ("random", *SIGNAL_BASELINES)
 
 
 def rank_random(task: RankingTask, *, seed: int) -> list[str]:
@@ -23,39 +34,24 @@ def rank_random(task: RankingTask, *, seed: int) -> list[str]:
     return candidates
 
 
-def rank_pop(task: RankingTask, graph: InteractionGraph) -> list[str]:
-    """Most popular candidates first (number of users in the graph)."""
-    scores = {item_id: float(graph.popularity(item_id)) for item_id in task.candidate_item_ids}
+def rank_by_signal(signal: Signal, task: RankingTask) -> list[str]:
+    """Candidates by the signal's score on ``task.history``; ties keep candidate order."""
+    scores = signal.scores(task.user_id, task.history, task.candidate_item_ids)
     return rank_candidates(scores, task.candidate_item_ids)
 
 
-def rank_itemknn(task: RankingTask, graph: InteractionGraph) -> list[str]:
-    """Candidates by ItemCF score against ``task.history``."""
-    scores = graph.item_cf_scores(task.history, task.candidate_item_ids)
-    return rank_candidates(scores, task.candidate_item_ids)
+def baseline_ranking(name: str, task: RankingTask, signals: Mapping[str, Signal], *, seed: int) -> list[str]:
+    """The ranking of baseline ``name`` (one of ``BASELINES``).
 
-
-RECENT_ITEMS = 5
-"""Most recent history items ``itemknn_recent`` scores against."""
-
-
-def rank_itemknn_recent(task: RankingTask, graph: InteractionGraph, *, k: int = RECENT_ITEMS) -> list[str]:
-    """Candidates by ItemCF score against the ``k`` most recent items of ``task.history``: the next
-    item follows recent interest more than the whole history."""
-    scores = graph.item_cf_scores(task.history[-k:], task.candidate_item_ids)
-    return rank_candidates(scores, task.candidate_item_ids)
-
-
-def rank_userknn(task: RankingTask, graph: InteractionGraph) -> list[str]:
-    """Candidates by UserCF score, the user's vector taken from ``task.history``."""
-    scores = graph.user_cf_scores(task.user_id, task.candidate_item_ids, history=task.history)
-    return rank_candidates(scores, task.candidate_item_ids)
-
-
-BASELINES: dict[str, Ranker] = {
-    "random": lambda task, graph, seed: rank_random(task, seed=seed),
-    "pop": lambda task, graph, seed: rank_pop(task, graph),
-    "itemknn": lambda task, graph, seed: rank_itemknn(task, graph),
-    "itemknn_recent": lambda task, graph, seed: rank_itemknn_recent(task, graph),
-    "userknn": lambda task, graph, seed: rank_userknn(task, graph),
-}
+    Raises:
+        ValueError: unknown baseline, or its signal is not among ``signals`` (``sasrec`` needs a fitted
+            sequential model).
+    """
+    if name == "random":
+        return rank_random(task, seed=seed)
+    if name not in SIGNAL_BASELINES:
+        raise ValueError(f"unknown baseline '{name}'; available: {list(BASELINES)}")
+    signal_name = SIGNAL_BASELINES[name]
+    if signal_name not in signals:
+        raise ValueError(f"baseline '{name}' needs the '{signal_name}' signal; available: {sorted(signals)}")
+    return rank_by_signal(signals[signal_name], task)

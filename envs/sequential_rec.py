@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import gymnasium as gym
 from gymnasium import spaces
@@ -11,6 +11,7 @@ from gymnasium import spaces
 from envs.config import DEFAULTS
 from envs.parsing import parse_action
 from envs.prompts import system_prompt, task_prompt
+from envs.signals.signals import Signal, graph_signals
 from envs.tools import InteractionGraph, Toolbox, ToolResult
 from envs.types import Catalog, ParsedAction, RankingOutcome, RankingTask
 
@@ -41,6 +42,7 @@ class SequentialRecEnv(gym.Env):
         graph: InteractionGraph,
         tasks: Sequence[RankingTask] = (),
         *,
+        signals: Mapping[str, Signal] | None = None,
         tool_names: Sequence[str] | None = None,
         max_turns: int = DEFAULTS.max_turns,
         max_episode_tokens: int = DEFAULTS.max_episode_tokens,
@@ -56,7 +58,8 @@ class SequentialRecEnv(gym.Env):
         self.history_in_prompt = history_in_prompt
         self.count_tokens = count_tokens
         self.env_id = env_id
-        all_specs = Toolbox(catalog, graph).specs
+        self.signals = graph_signals(catalog, graph) if signals is None else dict(signals)
+        all_specs = Toolbox(catalog, graph, signals=self.signals).specs
         known = [spec.name for spec in all_specs]
         chosen = list(tool_names) if tool_names is not None else known
         unknown = sorted(set(chosen) - set(known))
@@ -84,7 +87,7 @@ class SequentialRecEnv(gym.Env):
         if not isinstance(task, RankingTask):
             raise ValueError(f"{self.env_id} plays ranking tasks, not {type(task).__name__}")
         self._task = task
-        self._toolbox = Toolbox(self.catalog, self.graph, task=task)
+        self._toolbox = Toolbox(self.catalog, self.graph, task=task, signals=self.signals)
         prompt = task_prompt(task, self.catalog, history_in_prompt=self.history_in_prompt)
         self._turns = 0
         self._tokens = self.count_tokens(self.system_prompt) + self.count_tokens(prompt)

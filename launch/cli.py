@@ -1,4 +1,4 @@
-"""`recrl`: the command line. Each subcommand is one stage; `quickstart` runs them all."""
+"""`recrl`: the command line. Each stage is a subcommand; `quickstart` runs them all; `compare` reads eval.json."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from launch.config import RunConfig
 
 DEFAULT_CONFIGS = {"quickstart": "quickstart.yaml"}
-STAGES = ("data", "teach", "sft", "train", "eval", "quickstart")
+STAGES = ("data", "teach", "sft", "curate", "train", "eval", "quickstart")
 
 
 def configs_dir() -> Path:
@@ -31,9 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
         "data": "build the training and held-out ranking tasks",
         "teach": "roll out the teacher and write the SFT dataset",
         "sft": "supervised fine-tuning of the student (LoRA)",
+        "curate": "STAR's RL data: tasks the SFT student solves sometimes, binned and mixed",
         "train": "GRPO of the student from its SFT adapter",
         "eval": "score baselines, teacher and students on the same tasks -> eval.json",
-        "quickstart": "data, teach, sft, train and eval with configs/quickstart.yaml",
+        "quickstart": "data, teach, sft, curate, train and eval with configs/quickstart.yaml",
     }
     for name in STAGES:
         command = sub.add_parser(name, help=helps[name], description=helps[name])
@@ -41,11 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.steps=5")
         if name == "eval":
             command.add_argument("--tasks", help="JSONL of tasks: user_id, candidate_item_ids, target_item_id")
+    compare_help = "paired bootstrap intervals of metric differences between methods in eval.json"
+    compare = sub.add_parser("compare", help=compare_help, description=compare_help + " -> compare.json",
+                             epilog="example: recrl compare runs/quickstart student_grpo-student_sft")
+    compare.add_argument("eval_json", metavar="RUN_DIR_OR_EVAL_JSON",
+                         help="a run folder (its eval.json) or an eval*.json file")
+    compare.add_argument("pairs", metavar="A-B", nargs="+", help="methods to compare, A minus B")
+    compare.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    compare.add_argument("--metric", action="append", dest="metrics", metavar="METRIC",
+                         help="a metric to compare, e.g. hr@1; repeat for several (default: all)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "compare":  # reads eval.json only: no config, no run
+        try:
+            return compare(args.eval_json, args.pairs, num_resamples=args.resamples, seed=args.seed,
+                           metrics=args.metrics)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"recrl compare: error: {error}", file=sys.stderr)
+            return 1
     from launch.config import ConfigError, load_config  # after parsing: `recrl --help` stays instant
 
     config_path = args.config
@@ -95,13 +113,18 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
             losses = stages.stage_sft(config, log=log)
             step += len(losses)
             print(f"[sft] {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+        if command == "curate" or (command == "quickstart" and config.curriculum.enabled):
+            counts = stages.stage_curate(config)
+            tracker.summary({f"curriculum/{k}": v for k, v in counts.items() if not isinstance(v, dict)})
+            print(f"[curate] {json.dumps(counts)}")
         if command in ("train", "quickstart"):
             offset = step
             history = stages.stage_train(config, log=log)
             step += config.grpo.steps  # GRPO logs its own step numbers, also when it resumes
             if history:
+                uniform = sum(h["rollout/uniform_group_frac"] for h in history) / len(history)
                 print(f"[train] {len(history)} GRPO steps, reward {history[0]['reward/total']:.3f} -> "
-                      f"{history[-1]['reward/total']:.3f}")
+                      f"{history[-1]['reward/total']:.3f}, uniform groups {uniform:.2f} on average")
             else:
                 print(f"[train] nothing to do: {stages.RunPaths(run_dir).grpo_checkpoints} already holds "
                       f"grpo.steps={config.grpo.steps} from this SFT adapter (delete it to train again)")
@@ -118,6 +141,36 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
                 print(f"(skipped {method}: {reason})")
             print(f"[eval] wrote {report['path']}")
     print(f"[{command}] done in {time.perf_counter() - started:.0f}s; outputs in {run_dir}")
+    return 0
+
+
+def compare(eval_json: str, pairs: list[str], *, num_resamples: int, seed: int,
+            metrics: list[str] | None = None) -> int:
+    """Prints paired bootstrap comparisons of method pairs and writes them next to eval.json.
+
+    ``eval.json`` gives ``compare.json``; ``eval.<tasks>.json`` gives ``compare.<tasks>.json``.
+    """
+    from rl.compare import METRICS, compare_report, format_comparison, parse_pair
+
+    method_pairs = [parse_pair(pair) for pair in pairs]
+    path = Path(eval_json)
+    if path.is_dir():
+        path = path / "eval.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation report at {path}; run `recrl eval` first, or pass a run "
+                                f"folder or an eval*.json file.")
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); re-run `recrl eval`.") from None
+    result = compare_report(report, method_pairs, num_resamples=num_resamples,
+                            seed=seed, metrics=metrics or METRICS)
+    result["eval_json"] = str(path)
+    out_name = "compare.json" if path.name == "eval.json" else f"compare.{path.stem.removeprefix('eval.')}.json"
+    out_path = path.with_name(out_name)
+    out_path.write_text(json.dumps(result, indent=2))
+    print(format_comparison(result))
+    print(f"[compare] wrote {out_path}")
     return 0
 
 

@@ -13,7 +13,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from envs.config import EnvConfig
+from envs.signals.sasrec import SASRecConfig
 from rewards import RewardConfig
+from rl.curriculum import CurriculumConfig
 from rl.grpo import GRPOConfig
 from rl.sft import SFTConfig
 from rollout.policy import DEVICES
@@ -66,13 +68,19 @@ class EvalConfig:
     num_tasks: int = 64
     """Held-out tasks scored (a seeded sample of users; 0 = all users)."""
     methods: list[str] = field(default_factory=lambda: [
-        "random", "pop", "itemknn", "itemknn_recent", "userknn", "teacher", "student_base", "student_sft",
-        "student_grpo"])
+        "random", "pop", "itemknn", "itemknn_recent", "userknn", "genre_year", "sasrec", "teacher", "student_base",
+        "student_sft", "student_grpo"])
     """Methods to score; students whose checkpoint is missing are skipped with a note."""
     max_new_tokens: int = 96
     """Tokens per assistant turn (greedy decoding)."""
     seed: int = 0
-    """Seed of the task sample and the random baseline."""
+    """Seed of the task sample, the random baseline and sampled episodes."""
+    best_of_k: list[int] = field(default_factory=list)
+    """Best-of-k curve points (e.g. [1, 2, 4, 8]): max(k) sampled episodes per task; [] skips it."""
+    best_of_k_methods: list[str] = field(default_factory=lambda: ["student_sft", "student_grpo"])
+    """Students whose best-of-k curve is measured."""
+    best_of_k_temperature: float = 0.7
+    """Sampling temperature of those episodes."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,10 @@ class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    sequential: SASRecConfig = field(default_factory=SASRecConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -1,10 +1,12 @@
 """The stages of a run, each reading and writing files in the run folder so any can be re-run alone.
 
     data  -> data/train_tasks.jsonl, data/eval_tasks.jsonl
-    teach -> teacher/dataset (HF datasets), teacher/stats.json
+    teach -> teacher/fusion.json (signal weights), teacher/dataset (HF datasets), teacher/stats.json
     sft   -> sft/adapter (LoRA, safetensors)
+    curate -> curriculum/dataset, curriculum/counts.json (STAR's RL data; when curriculum.enabled)
     train -> grpo/step-NNNNNN (checkpoints: weights, optimizer, trainer_state.json), adapter (the final weights)
-    eval  -> eval.json
+    eval  -> eval.json (per-method metrics and per-task ranks), best_of_k.png
+Signals fitted on training interactions (the sequential model) are cached in signals/.
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from envs.baselines import BASELINES
+from envs.signals.signals import build_signals
 from envs.data import build_tasks, leave_last_out, load_ml100k, load_tasks, save_tasks, synthetic_catalog
 from envs.data import tasks_from_file, training_interactions
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RankingTask
 from launch.config import RunConfig
 from rollout.actors import broadcast, map_actors_chunked, spawn
-from rollout.engines.base import SamplingParams
+from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
 from rollout.policy import LoraSettings, checkpoint_fingerprint, is_checkpoint, resolve_device
 from rollout.worker import EnvSpec, RolloutWorker
@@ -50,6 +54,18 @@ class RunPaths:
     @property
     def teacher_dataset(self) -> Path:
         return self.root / "teacher" / "dataset"
+
+    @property
+    def teacher_fusion(self) -> Path:
+        return self.root / "teacher" / "fusion.json"
+
+    @property
+    def signals(self) -> Path:
+        return self.root / "signals"
+
+    @property
+    def curriculum(self) -> Path:
+        return self.root / "curriculum"
 
     @property
     def sft_adapter(self) -> Path:
@@ -90,11 +106,31 @@ def gpu_share(config: RunConfig) -> float:
     return min(1.0, torch.cuda.device_count() / (max(config.rollout.num_workers, 0) + 1))
 
 
-def env_spec(config: RunConfig, catalog: Catalog, tasks: list[RankingTask]) -> EnvSpec:
-    """Environments for ``tasks``: their CF graph never sees a task's target or anything after it.
-    Budgets count the student's tokens, for the teacher's episodes too."""
+def needs_sequential(config: RunConfig) -> bool:
+    """Whether a tool, the teacher or a baseline reads the sequential model (so it must be fitted)."""
+    return ("sequential" in config.env.tools or "sequential" in config.teacher.tools
+            or "sasrec" in config.eval.methods)
+
+
+def sequential_scorer(config: RunConfig, catalog: Catalog, tasks: list[RankingTask]):
+    """The SASRec model fitted on the interactions before every one of ``tasks``' targets (cached in
+    ``signals/``: one fit per run, as the training and held-out tasks share it)."""
+    from envs.signals.sasrec import load_or_fit_sasrec
+
     graph = InteractionGraph.from_interactions(training_interactions(catalog.interactions, tasks))
-    return EnvSpec(catalog, graph, config.env, tokenizer=config.model.name)
+    sequences = {user_id: graph.user_items(user_id) for user_id in graph.user_ids}
+    return load_or_fit_sasrec(RunPaths(Path(config.run_dir)).signals / "sasrec", sequences, config.sequential)
+
+
+def env_spec(config: RunConfig, catalog: Catalog, tasks: list[RankingTask], *,
+             train_tasks: list[RankingTask]) -> EnvSpec:
+    """Environments for ``tasks``: their CF graph never sees a task's target or anything after it,
+    and the sequential model never sees a training or a held-out target. Budgets count the student's
+    tokens, for the teacher's episodes too."""
+    graph = InteractionGraph.from_interactions(training_interactions(catalog.interactions, tasks))
+    scorer = sequential_scorer(config, catalog, [*train_tasks, *tasks]) if needs_sequential(config) else None
+    signals = build_signals(catalog, graph, sequential_scorer=scorer)
+    return EnvSpec(catalog, graph, config.env, tokenizer=config.model.name, signals=signals)
 
 
 # data ------------------------------------------------------------------------------------------
@@ -129,19 +165,45 @@ def stage_data(config: RunConfig) -> tuple[Catalog, list[RankingTask], list[Rank
 
 # teach -----------------------------------------------------------------------------------------
 
+def teacher_weights(config: RunConfig, spec: EnvSpec, train_tasks: list[RankingTask]) -> dict[str, float] | None:
+    """The teacher's fusion weights: fitted on a validation split of the training tasks and saved
+    in ``teacher/fusion.json`` (reused while the teacher's tools are the same); None for plain Borda."""
+    from teachers.pipeline import fit_fusion, validation_split
+
+    teacher = config.teacher
+    if not teacher.fit_weights:
+        return None
+    path = RunPaths(Path(config.run_dir)).teacher_fusion
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("tools") == list(teacher.tools) and saved.get("validation_tasks_requested") == teacher.validation_tasks:
+            return saved["weights"]
+    validation = validation_split(train_tasks, teacher.validation_tasks, seed=config.seed)
+    fusion = fit_fusion(spec, validation, teacher.tools)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tools": list(teacher.tools), "validation_tasks_requested": teacher.validation_tasks,
+                                "validation_task_ids": [t.task_id for t in validation], **fusion}, indent=2))
+    return fusion["weights"]
+
+
 def stage_teach(config: RunConfig) -> dict[str, float]:
     """Teacher episodes on the training tasks; the hits become the SFT dataset."""
     from teachers.pipeline import keep_hits, play_teacher, teacher_stats, write_dataset
 
     catalog, train_tasks, _ = stage_data(config)
-    spec = env_spec(config, catalog, train_tasks)
-    trajectories = play_teacher(spec, train_tasks, config.teacher)
+    spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
+    weights = teacher_weights(config, spec, train_tasks)
+    trajectories = play_teacher(spec, train_tasks, config.teacher, weights)
     kept = keep_hits(trajectories, keep_hit_at=config.teacher.keep_hit_at)
     if not kept:
         raise RuntimeError("the teacher hit no task: nothing to learn from; check the teacher tools/config")
     paths = RunPaths(Path(config.run_dir))
     write_dataset(kept, paths.teacher_dataset)
     stats = teacher_stats(trajectories, kept)
+    if paths.teacher_fusion.is_file():
+        validation = json.loads(paths.teacher_fusion.read_text())["validation_hr_avg"]
+        stats["validation_hr_avg_fused"] = validation["fused"]
+        stats["validation_hr_avg_best_signal"] = max(v for k, v in validation.items() if k != "fused")
     (paths.teacher_dataset.parent / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats
 
@@ -164,6 +226,70 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
     losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
     learner.save(paths.sft_adapter)
     return losses
+
+
+# curate (STAR's RL data) --------------------------------------------------------------------------
+
+def stage_curate(config: RunConfig) -> dict:
+    """The SFT student samples each candidate training task ``curriculum.samples`` times; the tasks
+    it solves sometimes, binned and mixed (``rl.curriculum``), become GRPO's tasks.
+
+    Writes ``curriculum/dataset`` (one row per kept task: its id, user, successes and bin) and
+    ``curriculum/counts.json``; returns the counts.
+    """
+    import datasets
+
+    from rl.curriculum import curate
+
+    paths = RunPaths(Path(config.run_dir))
+    if not is_checkpoint(paths.sft_adapter):
+        raise FileNotFoundError(f"no SFT adapter at {paths.sft_adapter}: run `recrl sft` first")
+    settings = config.curriculum
+    catalog, train_tasks, _ = stage_data(config)
+    spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
+    candidates = list(train_tasks)
+    if 0 < settings.candidate_tasks < len(candidates):
+        chosen = set(random.Random(config.seed).sample(range(len(candidates)), settings.candidate_tasks))
+        candidates = [task for i, task in enumerate(candidates) if i in chosen]
+    workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
+    params = SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
+    requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.seed, "curriculum", index, sample))
+                for index, task in enumerate(candidates) for sample in range(settings.samples)]
+    trajectories = map_actors_chunked(workers, RolloutWorker.rollout, requests,
+                                      chunk_size=len(workers) * config.rollout.max_batch_size,
+                                      desc="curriculum samples", params=params, source="student_sft")
+    successes = {task.task_id: 0 for task in candidates}
+    for trajectory in trajectories:
+        successes[trajectory.task_id] += int(trajectory.rank is not None and trajectory.rank <= settings.success_at)
+    kept, counts = curate(successes, samples=settings.samples, mix=settings.mix, seed=config.seed)
+    if not kept:
+        # Nothing in between: GRPO's groups would all be uniform on these tasks; keep going on all of them.
+        print(f"[curate] warning: no candidate task was solved by some but not all of {settings.samples} "
+              f"samples (successes: {counts['successes']}); GRPO trains on every candidate. Sample more tasks "
+              "(curriculum.candidate_tasks), or a student that ranks better (more SFT).")
+        kept = {task_id: "unbinned" for task_id in successes}
+        counts["kept"] = len(kept)
+    by_id = {task.task_id: task for task in candidates}
+    rows = [{"task_id": task_id, "user_id": by_id[task_id].user_id, "successes": successes[task_id],
+             "difficulty": name} for task_id, name in kept.items()]
+    shutil.rmtree(paths.curriculum, ignore_errors=True)
+    datasets.Dataset.from_list(rows).save_to_disk(str(paths.curriculum / "dataset"))
+    (paths.curriculum / "counts.json").write_text(json.dumps(counts, indent=2))
+    return counts
+
+
+def curriculum_tasks(config: RunConfig, train_tasks: list[RankingTask]) -> list[RankingTask]:
+    """GRPO's tasks: the curated ones when ``curriculum.enabled``, else every training task."""
+    import datasets
+
+    if not config.curriculum.enabled:
+        return train_tasks
+    folder = RunPaths(Path(config.run_dir)).curriculum / "dataset"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no curated RL data at {folder}: run `recrl curate` first "
+                                "(or set curriculum.enabled=false to train on every training task)")
+    kept = set(datasets.load_from_disk(str(folder))["task_id"])
+    return [task for task in train_tasks if task.task_id in kept]
 
 
 # train (GRPO) ----------------------------------------------------------------------------------
@@ -212,7 +338,6 @@ def resume_from(paths: RunPaths, trainer_state: dict) -> Path | None:
     Checkpoints grown from another SFT adapter are deleted (a new SFT starts a new GRPO run); a
     checkpoint whose data-order settings changed is refused with ``ResumeError``.
     """
-    import shutil
 
     from rl.checkpoints import check_resume, latest_checkpoint, read_trainer_state, remove_stale_temp
     from rl.grpo import DATA_ORDER_KEYS
@@ -236,7 +361,6 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
 
     The latest GRPO checkpoint of an interrupted run from the same SFT adapter is resumed.
     """
-    import shutil
 
     from rl.checkpoints import TRAINER_STATE, latest_checkpoint, read_trainer_state
     from rl.grpo import train_grpo
@@ -246,7 +370,8 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
     if not is_checkpoint(paths.sft_adapter):
         raise FileNotFoundError(f"no SFT adapter at {paths.sft_adapter}: run `recrl sft` first")
     catalog, train_tasks, _ = stage_data(config)
-    spec = env_spec(config, catalog, train_tasks)
+    spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
+    train_tasks = curriculum_tasks(config, train_tasks)
     trainer_state = grpo_trainer_state(config, train_tasks, checkpoint_fingerprint(paths.sft_adapter))
     resume = resume_from(paths, trainer_state)
     start_step = min(read_trainer_state(resume)["step"], config.grpo.steps) if resume else 0
@@ -282,7 +407,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
     Writes ``eval.json`` (or ``eval.<tasks file name>.json`` for ``tasks_file``) after every
     method, so an interrupted evaluation keeps what it finished.
     """
-    from rl.evaluate import baseline_metrics, trajectory_metrics
+    from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
     from teachers.pipeline import TeacherWorker
 
     known = (*BASELINE_METHODS, "teacher", *STUDENTS)
@@ -291,7 +416,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
         raise ValueError(f"unknown eval method(s) {unknown}; available: {list(known)}")
     paths = RunPaths(Path(config.run_dir))
     out_path = paths.eval_json if tasks_file is None else paths.root / f"eval.{Path(tasks_file).stem}.json"
-    catalog, _, eval_tasks = stage_data(config)
+    catalog, train_tasks, eval_tasks = stage_data(config)
     if tasks_file is not None:
         tasks = tasks_from_file(tasks_file, catalog, max_history=config.data.max_history)
     else:
@@ -299,9 +424,11 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
         if 0 < config.eval.num_tasks < len(tasks):
             tasks = sorted(random.Random(config.eval.seed).sample(tasks, config.eval.num_tasks),
                            key=lambda t: eval_tasks.index(t))
-    spec = env_spec(config, catalog, tasks)
+    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks)
     methods: dict[str, dict[str, float]] = {}
+    ranks: dict[str, list[int | None]] = {}
     skipped: dict[str, str] = {}
+    best_of_k: dict[str, dict[int, dict[str, float]]] = {}
     report = {
         "protocol": {
             "dataset": catalog.name, "split": "leave-last-out", "num_tasks": len(tasks),
@@ -310,16 +437,22 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
             "env": asdict(config.env), "skipped": skipped,
         },
         "methods": methods,
+        "task_ids": [task.task_id for task in tasks],
+        "ranks": ranks,
+        "best_of_k": best_of_k,
     }
     paths.root.mkdir(parents=True, exist_ok=True)
     workers = None
     for method in config.eval.methods:
         if method in BASELINE_METHODS:
-            methods[method] = baseline_metrics(method, tasks, spec.graph, seed=config.eval.seed)
+            ranks[method] = baseline_ranks(method, tasks, spec.signals, seed=config.eval.seed)
+            methods[method] = baseline_metrics(ranks[method])
         elif method == "teacher":
             teacher = config.teacher
-            worker = TeacherWorker(spec, teacher.tools, teacher.num_recommend, teacher.genre_weight)
-            methods[method] = trajectory_metrics(worker.play(tasks))
+            worker = TeacherWorker(spec, teacher.tools, teacher.num_recommend, teacher_weights(config, spec, train_tasks))
+            trajectories = worker.play(tasks)
+            ranks[method] = [t.rank for t in trajectories]
+            methods[method] = trajectory_metrics(trajectories)
         elif method in STUDENTS:
             adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
             if adapter is not None and not is_checkpoint(adapter):
@@ -330,12 +463,40 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 workers = broadcast(workers, RolloutWorker.update_weights, {})  # the base model
             else:
                 workers = broadcast(workers, RolloutWorker.load_checkpoint, adapter)
-            params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, temperature=0.0)
-            requests = [EpisodeRequest(task, group_id=task.task_id) for task in tasks]
-            trajectories = map_actors_chunked(
-                workers, RolloutWorker.rollout, requests, chunk_size=len(workers) * config.rollout.max_batch_size,
-                desc=f"eval {method}", params=params, source=method)
+            trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+            ranks[method] = [t.rank for t in trajectories]
             methods[method] = trajectory_metrics(trajectories)
+            if config.eval.best_of_k and method in config.eval.best_of_k_methods:
+                best_of_k[method] = student_best_of_k(workers, tasks, config, source=method)
+        out_path.write_text(json.dumps(report, indent=2))
+    if best_of_k:
+        from rl.best_of_k import plot_best_of_k
+
+        report["best_of_k_plot"] = str(plot_best_of_k(best_of_k, out_path.with_name("best_of_k.png")))
         out_path.write_text(json.dumps(report, indent=2))
     report["path"] = str(out_path)
     return report
+
+
+def play_students(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str, samples: int,
+                  temperature: float) -> list:
+    """``samples`` episodes per task (task by task, samples together) on the workers' current weights."""
+    params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, temperature=temperature)
+    requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.eval.seed, "eval", index, sample))
+                for index, task in enumerate(tasks) for sample in range(samples)]
+    return map_actors_chunked(workers, RolloutWorker.rollout, requests,
+                              chunk_size=len(workers) * config.rollout.max_batch_size,
+                              desc=f"eval {source}" + (f" x{samples}" if samples > 1 else ""), params=params,
+                              source=source)
+
+
+def student_best_of_k(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str
+                      ) -> dict[int, dict[str, float]]:
+    """Best-of-k metrics of a student sampled ``max(eval.best_of_k)`` times per task."""
+    from rl.best_of_k import best_of_k_metrics
+
+    ks = sorted(config.eval.best_of_k)
+    trajectories = play_students(workers, tasks, config, source=source, samples=ks[-1],
+                                 temperature=config.eval.best_of_k_temperature)
+    samples = [[t.rank for t in trajectories[i : i + ks[-1]]] for i in range(0, len(trajectories), ks[-1])]
+    return best_of_k_metrics(samples, ks=ks)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from envs.baselines import BASELINES
+from envs.baselines import baseline_ranking
+from envs.signals.signals import Signal
 from envs.types import RankingTask, Trajectory
 from rewards.ranking import rank_of, ranking_metrics
 
@@ -28,11 +29,14 @@ def trajectory_metrics(trajectories: Sequence[Trajectory]) -> dict[str, float]:
     return metrics
 
 
-def baseline_metrics(name: str, tasks: Sequence[RankingTask], graph, *, seed: int) -> dict[str, float]:
+def baseline_ranks(name: str, tasks: Sequence[RankingTask], signals: Mapping[str, Signal], *,
+                   seed: int) -> list[int | None]:
+    """The target's rank under a classic recommender (``envs.baselines``), task by task."""
+    return [rank_of(baseline_ranking(name, task, signals, seed=seed), task.target_item_id) for task in tasks]
+
+
+def baseline_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
     """A classic recommender's ranking metrics (its output is always well-formed)."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline '{name}'; available: {sorted(BASELINES)}")
-    ranks = [rank_of(BASELINES[name](task, graph, seed), task.target_item_id) for task in tasks]
     metrics = ranking_metrics(ranks)
     metrics.update(format_rate=1.0, turn_format_rate=1.0, tool_calls=0.0)
     return metrics

@@ -67,17 +67,19 @@ def token_counter(model_name: str) -> Callable[[str], int]:
 class EnvSpec:
     """Everything needed to build environments in another process.
 
-    ``tokenizer`` names the model whose tokenizer counts the env's token budget.
+    ``tokenizer`` names the model whose tokenizer counts the env's token budget; ``signals`` are the
+    ranking tools' signals (None: the graph's, ``envs.signals.graph_signals``).
     """
 
     catalog: Catalog
     graph: Any
     config: EnvConfig
     tokenizer: str
+    signals: dict[str, Any] | None = None
 
     def make(self):
         env = self.config
-        return make_env(env.env_id, catalog=self.catalog, graph=self.graph, tool_names=list(env.tools),
+        return make_env(env.env_id, catalog=self.catalog, graph=self.graph, signals=self.signals, tool_names=list(env.tools),
                         max_turns=env.max_turns, max_episode_tokens=env.max_episode_tokens,
                         history_in_prompt=env.history_in_prompt, count_tokens=token_counter(self.tokenizer))
 

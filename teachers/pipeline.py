@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from envs.signals.signals import SIGNAL_NAMES
+from envs.tools import Toolbox
 from envs.types import RankingTask, Trajectory
 from rollout.actors import map_actors_chunked, spawn
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
+from teachers.fusion import borda_points, fit_weights, hr_avg, target_ranks
 
 
 @dataclass(frozen=True)
@@ -18,11 +24,13 @@ class TeacherConfig:
     """Which teacher plays, and which of its episodes become training data."""
 
     tools: list[str] = field(default_factory=lambda: ["user_history", "item_cf", "user_cf"])
-    """Tools the teacher calls (user_info, user_history, item_cf, user_cf)."""
+    """Tools the teacher calls: user_info, user_history and signal tools (envs.signals.SIGNAL_NAMES)."""
     num_recommend: int = 5
     """Ids in the teacher's final recommendation."""
-    genre_weight: float = 0.0
-    """Borda points for genre overlap with the user's recent items."""
+    fit_weights: bool = True
+    """Fit the signals' fusion weights on a validation split of the training tasks (False: plain Borda)."""
+    validation_tasks: int = 400
+    """Training tasks in that validation split (a seeded sample; 0 = all); held-out tasks never are."""
     keep_hit_at: int = 1
     """Keep episodes whose target ranks at or above this (MARS keeps hits @1)."""
     num_workers: int = 2
@@ -32,10 +40,10 @@ class TeacherConfig:
 class TeacherWorker:
     """Plays teacher episodes in one process (a Ray actor in the pipeline)."""
 
-    def __init__(self, env_spec: EnvSpec, tools: Sequence[str], num_recommend: int, genre_weight: float):
+    def __init__(self, env_spec: EnvSpec, tools: Sequence[str], num_recommend: int,
+                 weights: Mapping[str, float] | None = None):
         self.env_spec = env_spec
-        self.teacher = CFExpertTeacher(env_spec.catalog, tools=tools, num_recommend=num_recommend,
-                                       genre_weight=genre_weight)
+        self.teacher = CFExpertTeacher(env_spec.catalog, tools=tools, num_recommend=num_recommend, weights=weights)
 
     def play(self, tasks: Sequence[RankingTask]) -> list[Trajectory]:
         """One teacher episode per task, in order (the episode loop the student uses, too)."""
@@ -44,13 +52,45 @@ class TeacherWorker:
         return run_episodes(self.teacher, envs, requests, source=f"teacher:{self.teacher.role}")
 
 
-def play_teacher(env_spec: EnvSpec, tasks: Sequence[RankingTask], config: TeacherConfig) -> list[Trajectory]:
+def play_teacher(env_spec: EnvSpec, tasks: Sequence[RankingTask], config: TeacherConfig,
+                 weights: Mapping[str, float] | None = None) -> list[Trajectory]:
     """All teacher episodes for ``tasks``, in task order, across ``config.num_workers`` actors."""
-    args = (env_spec, config.tools, config.num_recommend, config.genre_weight)
+    args = (env_spec, config.tools, config.num_recommend, weights)
     if config.num_workers <= 0:
         return TeacherWorker(*args).play(tasks)
     workers = spawn(TeacherWorker, config.num_workers, *args)
     return map_actors_chunked(workers, TeacherWorker.play, tasks, chunk_size=32 * config.num_workers, desc="teacher episodes")
+
+
+def validation_split(train_tasks: Sequence[RankingTask], size: int, *, seed: int) -> list[RankingTask]:
+    """A seeded sample of ``size`` training tasks (all for 0), in their order: where fusion weights
+    are fitted. Training tasks hold out an interaction before each user's held-out one, so no
+    held-out target is ever in it."""
+    if size <= 0 or size >= len(train_tasks):
+        return list(train_tasks)
+    chosen = set(random.Random(seed).sample(range(len(train_tasks)), size))
+    return [task for i, task in enumerate(train_tasks) if i in chosen]
+
+
+def fit_fusion(env_spec: EnvSpec, tasks: Sequence[RankingTask], tools: Sequence[str]) -> dict:
+    """Fusion weights of the teacher's signal tools, fitted on ``tasks`` from what the tools return.
+
+    Returns:
+        ``weights`` by tool, and the validation ``hr_avg`` of the fusion and of each signal alone.
+    """
+    signal_tools = [t for t in tools if t in SIGNAL_NAMES]
+    points, targets = [], []
+    for task in tasks:
+        toolbox = Toolbox(env_spec.catalog, env_spec.graph, task=task, signals=env_spec.signals)
+        rankings = {name: toolbox.call(name, {"user_id": task.user_id}).data or [] for name in signal_tools}
+        points.append(borda_points(rankings, signal_tools, task.candidate_item_ids))
+        targets.append(task.candidate_item_ids.index(task.target_item_id))
+    points_array, target_index = np.stack(points), np.array(targets)
+    weights, fused = fit_weights(points_array, target_index)
+    single = {name: hr_avg(target_ranks(points_array, target_index, np.eye(len(signal_tools))[i]))
+              for i, name in enumerate(signal_tools)}
+    return {"weights": dict(zip(signal_tools, weights.tolist())), "validation_tasks": len(tasks),
+            "validation_hr_avg": {"fused": fused, **single}}
 
 
 def keep_hits(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> list[Trajectory]:

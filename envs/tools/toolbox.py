@@ -8,9 +8,11 @@ by parameter name), so a new tool gets validation by declaring its schema.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from envs.signals.signals import Signal, graph_signals, short_scores
 from envs.tools.graph import InteractionGraph
 from envs.types import Catalog, Item, RankingTask
 
@@ -146,6 +148,7 @@ class Toolbox:
         catalog: Users and items the ids refer to.
         graph: Interaction graph built from training interactions only.
         task: The task being solved, if any.
+        signals: One ranking tool per signal (default: ``envs.signals.graph_signals``).
         max_k: Largest ``k`` a tool accepts.
     """
 
@@ -155,11 +158,13 @@ class Toolbox:
         graph: InteractionGraph,
         *,
         task: RankingTask | None = None,
+        signals: Mapping[str, Signal] | None = None,
         max_k: int = 20,
     ):
         self.catalog = catalog
         self.graph = graph
         self.task = task
+        self.signals = graph_signals(catalog, graph) if signals is None else dict(signals)
         self.max_k = max_k
         user_id = {"type": "string", "description": 'user id, e.g. "196"'}
         item_id = {"type": "string", "description": 'item id, e.g. "242"'}
@@ -180,17 +185,11 @@ class Toolbox:
                            {"user_id": user_id, "k": {**k_max, "default": min(5, max_k)}}),
                 self._user_history,
             ),
-            (
-                _tool_spec("item_cf", "Top k items by similarity to the user's history (ItemCF).",
-                           {"user_id": user_id, "k": {**k_max, "default": min(10, max_k)}}),
-                self._item_cf,
-            ),
-            (
-                _tool_spec("user_cf", "Top k items chosen by the most similar users (UserCF).",
-                           {"user_id": user_id, "k": {**k_max, "default": min(10, max_k)}}),
-                self._user_cf,
-            ),
         ]
+        for signal in self.signals.values():
+            spec = _tool_spec(signal.name, signal.description,
+                              {"user_id": user_id, "k": {**k_max, "default": min(10, max_k)}})
+            tools.append((spec, functools.partial(self._signal_ranking, signal)))
         self._tools = {spec.name: (spec, handler) for spec, handler in tools}
         # Id checks keyed by parameter name, so any tool taking a user_id or item_id gets them.
         self._id_checks: dict[str, Callable[[str], None]] = {
@@ -273,17 +272,6 @@ class Toolbox:
         )
         return f"user {user_id} last {len(recent)}: {entries}", recent
 
-    def _ranking_text(
-        self, method: str, user_id: str, scores: dict[str, float], pool: list[str], k: int
-    ) -> tuple[str, list[str]]:
-        if self.task is None:
-            # Without candidates, zero scores carry no information: list only real matches.
-            pool = [item_id for item_id in pool if scores.get(item_id, 0.0) > 0]
-        top = rank_candidates(scores, pool)[:k]
-        if not top:
-            return f"{method} found no items for user {user_id}", []
-        return f"{method} ranking for user {user_id}: {', '.join(top)}", top
-
     def _pool(self, user_id: str) -> list[str]:
         """Items to rank: the task's candidates, or every graph item the user has not seen."""
         if self.task is not None:
@@ -291,12 +279,15 @@ class Toolbox:
         seen = set(self._history(user_id))
         return [item_id for item_id in self.graph.item_ids if item_id not in seen]
 
-    def _item_cf(self, user_id: str, k: int) -> tuple[str, list[str]]:
+    def _signal_ranking(self, signal: Signal, user_id: str, k: int) -> tuple[str, list[str]]:
+        """The top ``k`` of the pool by ``signal``, as ``id:score`` with scores scaled to 0-100."""
         pool = self._pool(user_id)
-        scores = self.graph.item_cf_scores(self._history(user_id), pool)
-        return self._ranking_text("item_cf", user_id, scores, pool, k)
-
-    def _user_cf(self, user_id: str, k: int) -> tuple[str, list[str]]:
-        pool = self._pool(user_id)
-        scores = self.graph.user_cf_scores(user_id, pool, history=self._history(user_id))
-        return self._ranking_text("user_cf", user_id, scores, pool, k)
+        scores = signal.scores(user_id, self._history(user_id), pool)
+        if self.task is None and signal.sparse:
+            # Without candidates, zero scores carry no information: list only real matches.
+            pool = [item_id for item_id in pool if scores.get(item_id, 0.0) > 0]
+        top = rank_candidates(scores, pool)[:k]
+        if not top:
+            return f"{signal.name} found no items for user {user_id}", []
+        listed = ", ".join(f"{item_id}:{score}" for item_id, score in zip(top, short_scores(scores, top)))
+        return f"{signal.name} ranking for user {user_id}: {listed}", top

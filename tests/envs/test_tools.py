@@ -14,7 +14,8 @@ from envs.tools import (
     rank_candidates,
     validate_arguments,
 )
-from envs.types import Interaction, RankingTask
+from envs.signals.signals import GenreYearSignal, graph_signals
+from envs.types import Catalog, Interaction, Item, RankingTask
 
 # ---------------------------------------------------------------- InteractionGraph
 
@@ -137,7 +138,8 @@ def toolbox(ml100k_setup) -> Toolbox:
 
 
 def test_specs_and_openai_schemas(toolbox):
-    assert toolbox.names == ["user_info", "item_info", "user_history", "item_cf", "user_cf"]
+    assert toolbox.names == ["user_info", "item_info", "user_history", "item_cf", "user_cf", "recent_cf",
+                             "popularity", "genre_year"]
     for spec in toolbox.specs:
         assert isinstance(spec, ToolSpec) and "\n" not in spec.description
     schema = toolbox.openai_schemas()[2]
@@ -176,28 +178,60 @@ def test_user_history_shows_the_last_k_items_oldest_first(toolbox, ml100k_setup)
     assert other.startswith(f"user 1 last 1: {graph.user_items('1')[-1]} ")
 
 
-@pytest.mark.parametrize("method", ["item_cf", "user_cf"])
+def listed(text: str, prefix: str) -> list[tuple[str, int]]:
+    """``[(id, score), ...]`` from a ranking tool's ``prefix id:score, id:score`` text."""
+    assert text.startswith(prefix), text
+    return [(entry.split(":")[0], int(entry.split(":")[1])) for entry in text.removeprefix(prefix).split(", ")]
+
+
+@pytest.mark.parametrize("method", ["item_cf", "user_cf", "recent_cf", "popularity", "genre_year"])
 def test_ranking_tools_rank_the_bound_task_candidates(toolbox, ml100k_setup, method):
-    _, graph, task = ml100k_setup
+    catalog, graph, task = ml100k_setup
     result = toolbox.call(method, {"user_id": "196", "k": 5})
     prefix = f"{method} ranking for user 196: "
-    assert result.ok and result.text.startswith(prefix)
-    if method == "item_cf":
-        scores = graph.item_cf_scores(task.history, task.candidate_item_ids)
-    else:
-        scores = graph.user_cf_scores("196", task.candidate_item_ids, history=task.history)
+    assert result.ok
+    signal = graph_signals(catalog, graph)[method]
+    scores = signal.scores("196", task.history, task.candidate_item_ids)
     expected = rank_candidates(scores, task.candidate_item_ids)[:5]
-    assert result.text.removeprefix(prefix).split(", ") == expected
+    entries = listed(result.text, prefix)
+    assert [item_id for item_id, _ in entries] == expected
     assert result.data == expected  # the same ranking as values, for agents that read structure
-    default = toolbox.call(method, {"user_id": "196"}).text.removeprefix(prefix).split(", ")
+    # Short scores: 0-100 over the candidates, so the top one is 100 and they never rise down the list.
+    short = [score for _, score in entries]
+    assert short[0] == 100 and short == sorted(short, reverse=True) and min(short) >= 0
+    default = [item_id for item_id, _ in listed(toolbox.call(method, {"user_id": "196"}).text, prefix)]
     assert len(default) == 10 and set(default) <= set(task.candidate_item_ids)
+
+
+def test_signals_score_the_task_history_only(ml100k_setup):
+    catalog, graph, task = ml100k_setup
+    signals = graph_signals(catalog, graph)
+    assert signals["item_cf"].scores("196", task.history, ["242"]) == graph.item_cf_scores(task.history, ["242"])
+    assert signals["recent_cf"].scores("196", task.history, ["242"]) == graph.item_cf_scores(task.history[-5:], ["242"])
+    assert signals["user_cf"].scores("196", task.history, ["242"]) == graph.user_cf_scores(
+        "196", ["242"], history=task.history)
+    assert signals["popularity"].scores("196", (), ["242", "zz"]) == {"242": graph.popularity("242"), "zz": 0.0}
+
+
+def test_genre_year_prefers_the_recent_genres_and_years():
+    catalog = Catalog("toy", {}, {
+        "old": Item("old", "Old Western", "1950", ("Western",)),
+        "new_western": Item("new_western", "New Western", "1997", ("Western",)),
+        "new_comedy": Item("new_comedy", "New Comedy", "1997", ("Comedy",)),
+        "seen": Item("seen", "Seen", "1996", ("Western",)),
+        "undated": Item("undated", "Undated"),
+    }, [])
+    scores = GenreYearSignal(catalog).scores("u", ["seen"], ["old", "new_western", "new_comedy", "undated", "zz"])
+    assert scores["new_western"] > scores["old"] and scores["new_western"] > scores["new_comedy"]
+    assert scores["new_comedy"] > scores["undated"] == scores["zz"] == 0.0
+    assert GenreYearSignal(catalog).scores("u", [], ["old"]) == {"old": 0.0}  # no history: no affinity
 
 
 @pytest.mark.parametrize("method", ["item_cf", "user_cf"])
 def test_ranking_tools_without_a_task_recommend_unseen_items(ml100k_setup, method):
     catalog, graph, _ = ml100k_setup
     result = Toolbox(catalog, graph).call(method, {"user_id": "196", "k": 7})
-    ids = result.text.removeprefix(f"{method} ranking for user 196: ").split(", ")
+    ids = [item_id for item_id, _ in listed(result.text, f"{method} ranking for user 196: ")]
     assert len(ids) == 7 and not set(ids) & set(graph.user_items("196"))
 
 

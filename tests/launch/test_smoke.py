@@ -9,11 +9,13 @@ from rl.checkpoints import latest_checkpoint, read_trainer_state
 
 SMOKE = [
     "data.dataset=synthetic", "data.num_negatives=4",
-    "env.tools=[user_cf]", "env.max_turns=3", "teacher.tools=[user_cf]", "teacher.num_recommend=2",
+    "env.tools=[user_cf,sequential]", "env.max_turns=3", "teacher.tools=[user_cf,sequential]",
+    "teacher.num_recommend=2", "teacher.validation_tasks=30", "sequential.epochs=5", "sequential.hidden=16",
+    "curriculum.enabled=true", "curriculum.samples=4", "curriculum.success_at=3", "curriculum.max_new_tokens=96",
     "model.name=tiny-random", "model.lora_r=0",
     "sft.lr=0.005", "sft.epochs=20", "sft.max_examples=24", "sft.batch_size=4",
-    "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=64", "grpo.lr=0.0001",
-    "eval.num_tasks=12", "eval.max_new_tokens=64",
+    "grpo.steps=2", "grpo.tasks_per_step=2", "grpo.group_size=2", "grpo.max_new_tokens=96", "grpo.lr=0.0001",
+    "eval.num_tasks=12", "eval.max_new_tokens=96", "eval.best_of_k=[1,2]", "eval.best_of_k_methods=[student_sft]",
 ]
 
 
@@ -36,8 +38,19 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
 
     report = json.loads((run_dir / "eval.json").read_text())
     methods = report["methods"]
-    assert set(methods) == {"random", "pop", "itemknn", "itemknn_recent", "userknn", "teacher", "student_base",
-                            "student_sft", "student_grpo"}
+    assert set(methods) == {"random", "pop", "itemknn", "itemknn_recent", "userknn", "genre_year", "sasrec",
+                            "teacher", "student_base", "student_sft", "student_grpo"}
+    assert list(report["ranks"]) == list(methods) and all(len(r) == 12 for r in report["ranks"].values())
+    assert (run_dir / "teacher" / "fusion.json").is_file() and list((run_dir / "signals" / "sasrec").iterdir())
+    # STAR's RL data (a tiny student may solve no task sometimes: then every candidate is kept, with a warning).
+    counts = json.loads((run_dir / "curriculum" / "counts.json").read_text())
+    assert counts["candidates"] == 60 and sum(counts["successes"].values()) == 60 and counts["kept"] > 0
+    # Best-of-k: more samples never score worse, and the curve is drawn.
+    curve = report["best_of_k"]["student_sft"]
+    assert curve["2"]["hr_avg"] >= curve["1"]["hr_avg"]
+    assert (run_dir / "best_of_k.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["compare", str(run_dir), "student_grpo-student_sft", "student_grpo-teacher"]) == 0
+    assert len(json.loads((run_dir / "compare.json").read_text())["comparisons"]) == 2
     assert report["protocol"]["num_tasks"] == 12 and report["protocol"]["num_candidates"] == 5
     for metrics in methods.values():
         assert set(metrics) >= {"hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr", "format_rate", "turn_format_rate"}

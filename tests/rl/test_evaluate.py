@@ -3,9 +3,10 @@
 import pytest
 
 from envs.data import build_tasks, training_interactions
+from envs.signals.signals import graph_signals
 from envs.tools import InteractionGraph
 from envs.types import ParsedAction, RankingOutcome, ToolCall, Trajectory, Turn
-from rl.evaluate import baseline_metrics, format_table, trajectory_metrics
+from rl.evaluate import baseline_metrics, baseline_ranks, format_table, trajectory_metrics
 
 
 def episode(rank, valid, calls):
@@ -30,11 +31,14 @@ def test_trajectory_metrics_by_hand():
 def test_baselines_on_the_same_tasks(synthetic_catalog):
     tasks = build_tasks(synthetic_catalog, num_negatives=19, seed=0)
     graph = InteractionGraph.from_interactions(training_interactions(synthetic_catalog.interactions, tasks))
-    random = baseline_metrics("random", tasks, graph, seed=0)
-    itemknn = baseline_metrics("itemknn", tasks, graph, seed=0)
-    assert itemknn["hr_avg"] > random["hr_avg"] + 0.2
-    assert random == baseline_metrics("random", tasks, graph, seed=0)
+    signals = graph_signals(synthetic_catalog, graph)
+    random_ranks = baseline_ranks("random", tasks, signals, seed=0)
+    assert len(random_ranks) == len(tasks) and all(1 <= r <= 20 for r in random_ranks)
+    random = baseline_metrics(random_ranks)
+    itemknn = baseline_metrics(baseline_ranks("itemknn", tasks, signals, seed=0))
+    assert itemknn["hr_avg"] > random["hr_avg"] + 0.2 and itemknn["format_rate"] == 1.0
+    assert random_ranks == baseline_ranks("random", tasks, signals, seed=0)
     with pytest.raises(ValueError, match="unknown baseline"):
-        baseline_metrics("oracle", tasks, graph, seed=0)
+        baseline_ranks("oracle", tasks, signals, seed=0)
     table = format_table({"random": random, "itemknn": itemknn})
     assert table.splitlines()[0].split()[:3] == ["method", "hr@1", "hr@3"] and "itemknn" in table

@@ -25,7 +25,7 @@ def spec_and_tasks(synthetic_catalog):
 def test_teacher_plays_every_role_through_real_tool_calls(spec_and_tasks):
     spec, tasks = spec_and_tasks
     teacher = CFExpertTeacher(spec.catalog, tools=["user_info", "user_history", "item_cf", "user_cf"],
-                              genre_weight=1.0)
+                              weights={"item_cf": 0.5})
     [trajectory] = run_episodes(teacher, [spec.make()], [EpisodeRequest(tasks[0])], source="teacher:cf_expert")
     assert trajectory.terminated and trajectory.format_valid
     assert {turn.role for turn in trajectory.turns if turn.is_agent} == {"cf_expert"}
@@ -51,7 +51,7 @@ def test_the_teacher_ranks_from_the_values_the_env_returns_not_from_text(spec_an
     # Its ranking follows the tool's data: the top user_cf candidate leads when user_cf is the only signal.
     teacher = CFExpertTeacher(spec.catalog, tools=["user_cf"], num_recommend=3)
     [trajectory] = run_episodes(teacher, [spec.make()], [EpisodeRequest(tasks[1])], source="teacher")
-    top_user_cf = trajectory.turns[3].text.split("user_cf ranking for user")[1].split(": ")[1].split(",")[0]
+    top_user_cf = trajectory.turns[3].text.split("user_cf ranking for user")[1].split(": ")[1].split(":")[0]
     assert trajectory.actions[-1].recommend[0] == top_user_cf
 
 
@@ -65,8 +65,10 @@ def test_teacher_beats_random_on_planted_structure(spec_and_tasks):
 
 
 def test_teacher_needs_a_ranking_tool(spec_and_tasks):
-    with pytest.raises(ValueError, match="ranking tool"):
+    with pytest.raises(ValueError, match="signal tool"):
         CFExpertTeacher(spec_and_tasks[0].catalog, tools=["user_info"])
+    with pytest.raises(ValueError, match="every fusion weight"):
+        CFExpertTeacher(spec_and_tasks[0].catalog, tools=["item_cf"], weights={"item_cf": 0.0})
 
 
 @pytest.mark.integration

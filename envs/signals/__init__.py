@@ -1,0 +1,1 @@
+"""Recommendation signals fitted on training interactions: each ranks a task's candidates."""

@@ -1,0 +1,264 @@
+"""Paired bootstrap comparisons of two methods scored on the same tasks.
+
+``eval.json`` holds each method's target rank per task (``ranks``, aligned with ``task_ids``). Two
+methods are compared by resampling tasks with replacement, the same tasks for both (paired), and
+reading a percentile interval of the difference of their mean metrics. Tasks differ far more in
+difficulty than methods do, so pairing gives much tighter intervals than two separate error bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rewards.ranking import hit_at_k, mrr, ndcg_at_k
+
+__all__ = [
+    "METRICS",
+    "PAIR_SEPARATOR",
+    "compare_report",
+    "format_comparison",
+    "paired_bootstrap",
+    "parse_pair",
+    "per_task_metrics",
+]
+
+METRICS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr")
+PAIR_SEPARATOR = "-"  # "A-B" reads as "A minus B"; method names use underscores, never hyphens
+_MAX_CHUNK_ELEMENTS = 2_000_000  # resampled task indices held in memory at once (16 MB of int64)
+
+
+def per_task_metrics(ranks: Sequence[int | None]) -> dict[str, np.ndarray]:
+    """Each task's ranking metrics, from its target rank (``None`` is a miss).
+
+    Args:
+        ranks: One 1-based target rank per task, or ``None`` for a miss or an invalid answer.
+
+    Returns:
+        One float array per key of ``METRICS``, aligned with ``ranks``; ``hr_avg`` is the mean of
+        hit@1, hit@3 and hit@5 of the task.
+
+    Raises:
+        ValueError: If a rank is neither ``None`` nor a positive integer.
+
+    >>> metrics = per_task_metrics([1, 4, None])
+    >>> metrics["hr@5"].tolist(), metrics["mrr"].tolist()
+    ([1.0, 1.0, 0.0], [1.0, 0.25, 0.0])
+    >>> metrics["hr_avg"].round(4).tolist()
+    [1.0, 0.3333, 0.0]
+    """
+    for index, rank in enumerate(ranks):
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+            raise ValueError(f"task {index}: rank {rank!r} is not a positive integer or null (a miss).")
+    hits = {k: np.array([hit_at_k(r, k) for r in ranks], dtype=float) for k in (1, 3, 5)}
+    return {
+        "hr@1": hits[1],
+        "hr@3": hits[3],
+        "hr@5": hits[5],
+        "hr_avg": (hits[1] + hits[3] + hits[5]) / 3.0,
+        "ndcg@5": np.array([ndcg_at_k(r, 5) for r in ranks], dtype=float),
+        "mrr": np.array([mrr(r) for r in ranks], dtype=float),
+    }
+
+
+def paired_bootstrap(
+    a_ranks: Sequence[int | None],
+    b_ranks: Sequence[int | None],
+    *,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, dict[str, float]]:
+    """A percentile bootstrap interval of ``mean(a) - mean(b)`` for each metric.
+
+    Every resample draws task indices with replacement and uses the same indices for both
+    methods, so the interval reflects how the methods differ on the same tasks.
+
+    Args:
+        a_ranks: Method A's target rank per task (``None`` is a miss).
+        b_ranks: Method B's target ranks on the same tasks, in the same order.
+        num_resamples: Bootstrap resamples of the tasks.
+        seed: Seed of the resampling; the same seed gives the same interval.
+        confidence: Coverage of the interval, in (0, 1).
+        metrics: Which keys of ``METRICS`` to compare.
+
+    Returns:
+        Per metric: ``a`` and ``b`` (the means over all tasks), ``diff`` (``a - b``), and ``low``
+        and ``high``, the bounds of the interval of ``diff``.
+
+    Raises:
+        ValueError: If the rank lists are empty or of different lengths, a metric is unknown,
+            ``num_resamples < 1`` or ``confidence`` is outside (0, 1).
+
+    >>> result = paired_bootstrap([1, 1, 2, 1], [2, 3, 2, 6], num_resamples=2000)
+    >>> result["hr@1"]["a"], result["hr@1"]["b"], result["hr@1"]["diff"]
+    (0.75, 0.0, 0.75)
+    >>> result["hr@1"]["low"] > 0  # A wins on every task but one tie: the interval excludes 0
+    True
+    >>> paired_bootstrap([1, None], [1, None])["mrr"]  # identical methods: a zero-width interval
+    {'a': 0.5, 'b': 0.5, 'diff': 0.0, 'low': 0.0, 'high': 0.0}
+    """
+    if len(a_ranks) != len(b_ranks):
+        raise ValueError(f"paired comparison needs ranks on the same tasks; got {len(a_ranks)} and "
+                         f"{len(b_ranks)} ranks.")
+    if len(a_ranks) == 0:
+        raise ValueError("paired comparison needs at least one task; got empty rank lists.")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; available: {list(METRICS)}")
+    if num_resamples < 1:
+        raise ValueError(f"num_resamples must be at least 1; got {num_resamples}.")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence}.")
+
+    a_metrics, b_metrics = per_task_metrics(a_ranks), per_task_metrics(b_ranks)
+    differences = np.stack([a_metrics[m] - b_metrics[m] for m in metrics], axis=1)  # (tasks, metrics)
+    resampled = _bootstrap_means(differences, num_resamples=num_resamples, seed=seed)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(resampled, [tail, 1.0 - tail], axis=0)
+    result = {}
+    for column, metric in enumerate(metrics):
+        a, b = float(a_metrics[metric].mean()), float(b_metrics[metric].mean())
+        result[metric] = {"a": a, "b": b, "diff": a - b,
+                          "low": float(low[column]), "high": float(high[column])}
+    return result
+
+
+def _bootstrap_means(values: np.ndarray, *, num_resamples: int, seed: int) -> np.ndarray:
+    """Column means of ``values`` (tasks x columns) over ``num_resamples`` resamples of the rows.
+
+    Resamples are drawn in chunks so that 10k resamples of thousands of tasks stay within a few
+    tens of megabytes.
+
+    >>> _bootstrap_means(np.array([[2.0], [2.0]]), num_resamples=3, seed=0).tolist()
+    [[2.0], [2.0], [2.0]]
+    """
+    rng = np.random.default_rng(seed)
+    num_tasks = values.shape[0]
+    chunk = max(1, _MAX_CHUNK_ELEMENTS // num_tasks)
+    means = []
+    for start in range(0, num_resamples, chunk):
+        indices = rng.integers(0, num_tasks, size=(min(chunk, num_resamples - start), num_tasks))
+        means.append(np.stack([column[indices].mean(axis=1) for column in values.T], axis=1))
+    return np.concatenate(means, axis=0)
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """Splits ``"A-B"`` (compare A against B) into its two method names.
+
+    Raises:
+        ValueError: If ``text`` is not two non-empty, different names joined by one ``-``.
+
+    >>> parse_pair("student_grpo-student_sft")
+    ('student_grpo', 'student_sft')
+    >>> parse_pair("student_grpo")
+    Traceback (most recent call last):
+    ...
+    ValueError: pair 'student_grpo' must be two method names joined by '-', e.g. student_grpo-student_sft (A minus B).
+    """
+    parts = text.split(PAIR_SEPARATOR)
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"pair {text!r} must be two method names joined by {PAIR_SEPARATOR!r}, e.g. "
+                         f"student_grpo{PAIR_SEPARATOR}student_sft (A minus B).")
+    if parts[0] == parts[1]:
+        raise ValueError(f"pair {text!r} compares {parts[0]!r} with itself; name two different methods.")
+    return parts[0], parts[1]
+
+
+def compare_report(
+    report: dict,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    metrics: Sequence[str] = METRICS,
+) -> dict:
+    """Paired bootstrap comparisons of method pairs from an ``eval.json`` report.
+
+    Args:
+        report: The parsed ``eval.json``; needs ``task_ids`` and per-method ``ranks``.
+        pairs: ``(a, b)`` method names; each comparison is of ``a - b``.
+        num_resamples: Bootstrap resamples of the tasks.
+        seed: Seed of the resampling (each pair uses the same seed, hence the same resamples).
+        confidence: Coverage of the intervals, in (0, 1).
+        metrics: Which keys of ``METRICS`` to compare.
+
+    Returns:
+        ``num_tasks``, ``num_resamples``, ``seed``, ``confidence``, ``metrics`` and
+        ``comparisons``: one ``{"a", "b", "metrics", "tasks_ranked_differently"}`` per pair, where
+        ``metrics`` is what ``paired_bootstrap`` returns and the last counts tasks whose target rank
+        differs between the two.
+
+    Raises:
+        ValueError: If the report has no per-task ranks, a method is not in it, or its ranks do
+            not line up with ``task_ids``.
+
+    >>> report = {"task_ids": ["u1", "u2"], "ranks": {"x": [1, 1], "y": [None, 1]}}
+    >>> result = compare_report(report, [("x", "y")], num_resamples=100, metrics=["hr@1"])
+    >>> result["comparisons"][0]["metrics"]["hr@1"]["diff"]
+    0.5
+    >>> compare_report(report, [("x", "z")])
+    Traceback (most recent call last):
+    ...
+    ValueError: method 'z' is not in the report; it has per-task ranks of: ['x', 'y']
+    """
+    if "ranks" not in report or "task_ids" not in report:
+        raise ValueError("the report has no per-task ranks (it was written by an older recrl); "
+                         "re-run `recrl eval` to record them.")
+    ranks, task_ids = report["ranks"], report["task_ids"]
+    metrics = list(dict.fromkeys(metrics))  # `--metric mrr --metric mrr` compares mrr once
+    if not pairs:
+        raise ValueError("name at least one pair of methods to compare, e.g. student_grpo-student_sft.")
+    for method in dict.fromkeys(name for pair in pairs for name in pair):
+        if method not in ranks:
+            raise ValueError(f"method {method!r} is not in the report; it has per-task ranks of: "
+                             f"{sorted(ranks)}")
+        if len(ranks[method]) != len(task_ids):
+            raise ValueError(f"method {method!r} has {len(ranks[method])} ranks but the report has "
+                             f"{len(task_ids)} task_ids; re-run `recrl eval`.")
+    comparisons = [
+        {"a": a, "b": b, "metrics": paired_bootstrap(ranks[a], ranks[b], num_resamples=num_resamples,
+                                                     seed=seed, confidence=confidence, metrics=metrics),
+         # How often the two put the target at a different rank: methods can differ at equal means.
+         "tasks_ranked_differently": sum(x != y for x, y in zip(ranks[a], ranks[b]))}
+        for a, b in pairs
+    ]
+    return {"num_tasks": len(task_ids), "num_resamples": num_resamples, "seed": seed,
+            "confidence": confidence, "metrics": metrics, "comparisons": comparisons}
+
+
+def format_comparison(result: dict) -> str:
+    """A fixed-width table of ``compare_report``'s result, one row per pair and metric.
+
+    A ``*`` marks a difference whose interval excludes 0.
+
+    >>> result = {"num_tasks": 3, "num_resamples": 10, "confidence": 0.95, "comparisons": [
+    ...     {"a": "x", "b": "y", "metrics": {"mrr": {"a": 0.5, "b": 0.25, "diff": 0.25,
+    ...                                              "low": 0.1, "high": 0.4}}}]}
+    >>> print(format_comparison(result))
+    pair   metric          a        b     diff            95% CI
+    ------------------------------------------------------------
+    x - y  mrr         0.500    0.250   +0.250  [+0.100, +0.400] *
+    * the 95% interval of the difference excludes 0 (paired bootstrap: 10 resamples of 3 tasks)
+    """
+    pair_names = [f"{c['a']} - {c['b']}" for c in result["comparisons"]]
+    pair_width = max(len("pair"), *map(len, pair_names)) + 2
+    level = f"{result['confidence'] * 100:g}%"
+    header = f"{'pair':<{pair_width}}{'metric':<8}{'a':>9}{'b':>9}{'diff':>9}{level + ' CI':>18}"
+    rows = [header, "-" * len(header)]
+    for name, comparison in zip(pair_names, result["comparisons"]):
+        for metric, stats in comparison["metrics"].items():
+            excludes_zero = stats["low"] > 0 or stats["high"] < 0
+            rows.append(f"{name:<{pair_width}}{metric:<8}{stats['a']:>9.3f}{stats['b']:>9.3f}"
+                        f"{stats['diff']:>+9.3f}  [{stats['low']:+.3f}, {stats['high']:+.3f}]"
+                        + (" *" if excludes_zero else ""))
+    for name, comparison in zip(pair_names, result["comparisons"]):
+        if "tasks_ranked_differently" in comparison:
+            rows.append(f"{name}: the target's rank differs on {comparison['tasks_ranked_differently']} of "
+                        f"{result['num_tasks']} tasks")
+    rows.append(f"* the {level} interval of the difference excludes 0 (paired bootstrap: "
+                f"{result['num_resamples']} resamples of {result['num_tasks']} tasks)")
+    return "\n".join(rows)

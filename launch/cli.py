@@ -97,6 +97,13 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
     def log(metrics: dict, local_step: int) -> None:
         tracker.log(metrics, step=offset + local_step)
 
+    def reused(stage: str) -> bool:
+        """In a quickstart, a stage that finished before with the same settings is not run again."""
+        if stages.is_done(config, stage):
+            print(f"[{stage}] reusing its output in {run_dir} (same settings; run `recrl {stage}` to redo it)")
+            return True
+        return False
+
     # WANDB_MODE in the environment beats the config; the process environment is never changed.
     mode = os.environ.get("WANDB_MODE") or config.logging.mode
     with Tracker(project=config.logging.project, run_dir=run_dir, config=asdict(config),
@@ -104,16 +111,16 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
         if command in ("data", "quickstart"):
             _, train_tasks, eval_tasks = stages.stage_data(config)
             print(f"[data] {len(train_tasks)} training tasks, {len(eval_tasks)} held-out tasks")
-        if command in ("teach", "quickstart"):
+        if command == "teach" or (command == "quickstart" and not reused("teach")):
             stats = stages.stage_teach(config)
             tracker.summary({f"teacher/{k}": v for k, v in stats.items()})
             print(f"[teach] {json.dumps(stats)}")
-        if command in ("sft", "quickstart"):
+        if command == "sft" or (command == "quickstart" and not reused("sft")):
             offset = step
             losses = stages.stage_sft(config, log=log)
             step += len(losses)
             print(f"[sft] {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
-        if command == "curate" or (command == "quickstart" and config.curriculum.enabled):
+        if command == "curate" or (command == "quickstart" and config.curriculum.enabled and not reused("curate")):
             counts = stages.stage_curate(config)
             tracker.summary({f"curriculum/{k}": v for k, v in counts.items() if not isinstance(v, dict)})
             print(f"[curate] {json.dumps(counts)}")

@@ -79,6 +79,8 @@ class EvalConfig:
     """Best-of-k curve points (e.g. [1, 2, 4, 8]): max(k) sampled episodes per task; [] skips it."""
     best_of_k_methods: list[str] = field(default_factory=lambda: ["student_sft", "student_grpo"])
     """Students whose best-of-k curve is measured."""
+    best_of_k_tasks: int = 0
+    """Tasks of the best-of-k curve: a seeded sample of the scored tasks (0 = all of them)."""
     best_of_k_temperature: float = 0.7
     """Sampling temperature of those episodes."""
 

@@ -106,10 +106,11 @@ def gpu_share(config: RunConfig) -> float:
     return min(1.0, torch.cuda.device_count() / (max(config.rollout.num_workers, 0) + 1))
 
 
-def needs_sequential(config: RunConfig) -> bool:
-    """Whether a tool, the teacher or a baseline reads the sequential model (so it must be fitted)."""
+def needs_sequential(config: RunConfig, *, evaluating: bool) -> bool:
+    """Whether a tool, the teacher or (``evaluating``) a baseline reads the sequential model, which
+    must then be fitted."""
     return ("sequential" in config.env.tools or "sequential" in config.teacher.tools
-            or "sasrec" in config.eval.methods)
+            or (evaluating and "sasrec" in config.eval.methods))
 
 
 def sequential_scorer(config: RunConfig, catalog: Catalog, tasks: list[RankingTask]):
@@ -123,14 +124,47 @@ def sequential_scorer(config: RunConfig, catalog: Catalog, tasks: list[RankingTa
 
 
 def env_spec(config: RunConfig, catalog: Catalog, tasks: list[RankingTask], *,
-             train_tasks: list[RankingTask]) -> EnvSpec:
+             train_tasks: list[RankingTask], evaluating: bool = False) -> EnvSpec:
     """Environments for ``tasks``: their CF graph never sees a task's target or anything after it,
     and the sequential model never sees a training or a held-out target. Budgets count the student's
     tokens, for the teacher's episodes too."""
     graph = InteractionGraph.from_interactions(training_interactions(catalog.interactions, tasks))
-    scorer = sequential_scorer(config, catalog, [*train_tasks, *tasks]) if needs_sequential(config) else None
+    needed = needs_sequential(config, evaluating=evaluating)
+    scorer = sequential_scorer(config, catalog, [*train_tasks, *tasks]) if needed else None
     signals = build_signals(catalog, graph, sequential_scorer=scorer)
     return EnvSpec(catalog, graph, config.env, tokenizer=config.model.name, signals=signals)
+
+
+# reuse -----------------------------------------------------------------------------------------
+
+STAGE_SETTINGS = {"teach": ("seed", "data", "env", "sequential", "teacher", "model"), "sft": ("sft",),
+                  "curate": ("curriculum",)}
+"""Config sections each stage's output depends on (a stage also depends on the ones before it)."""
+
+
+def stage_key(config: RunConfig, stage: str) -> str:
+    """A digest of every setting that decides ``stage``'s output (its own and its inputs')."""
+    settings = asdict(config)
+    order = list(STAGE_SETTINGS)
+    chain = [{name: settings[name] for name in STAGE_SETTINGS[s]} for s in order[: order.index(stage) + 1]]
+    return hashlib.sha256(json.dumps(chain, sort_keys=True).encode()).hexdigest()
+
+
+def done_marker(config: RunConfig, stage: str) -> Path:
+    paths = RunPaths(Path(config.run_dir))
+    folder = {"teach": paths.teacher_dataset.parent, "sft": paths.sft_adapter.parent, "curate": paths.curriculum}[stage]
+    return folder / "done.json"
+
+
+def is_done(config: RunConfig, stage: str) -> bool:
+    """Whether ``stage`` already finished in this run folder with the same settings (``recrl
+    quickstart`` then reuses its output, so a long recipe continues where it stopped)."""
+    marker = done_marker(config, stage)
+    return marker.is_file() and json.loads(marker.read_text()).get("key") == stage_key(config, stage)
+
+
+def mark_done(config: RunConfig, stage: str) -> None:
+    done_marker(config, stage).write_text(json.dumps({"key": stage_key(config, stage)}))
 
 
 # data ------------------------------------------------------------------------------------------
@@ -205,6 +239,7 @@ def stage_teach(config: RunConfig) -> dict[str, float]:
         stats["validation_hr_avg_fused"] = validation["fused"]
         stats["validation_hr_avg_best_signal"] = max(v for k, v in validation.items() if k != "fused")
     (paths.teacher_dataset.parent / "stats.json").write_text(json.dumps(stats, indent=2))
+    mark_done(config, "teach")
     return stats
 
 
@@ -225,6 +260,7 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
                             max_examples=config.sft.max_examples, seed=config.seed)
     losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
     learner.save(paths.sft_adapter)
+    mark_done(config, "sft")
     return losses
 
 
@@ -275,6 +311,7 @@ def stage_curate(config: RunConfig) -> dict:
     shutil.rmtree(paths.curriculum, ignore_errors=True)
     datasets.Dataset.from_list(rows).save_to_disk(str(paths.curriculum / "dataset"))
     (paths.curriculum / "counts.json").write_text(json.dumps(counts, indent=2))
+    mark_done(config, "curate")
     return counts
 
 
@@ -424,7 +461,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
         if 0 < config.eval.num_tasks < len(tasks):
             tasks = sorted(random.Random(config.eval.seed).sample(tasks, config.eval.num_tasks),
                            key=lambda t: eval_tasks.index(t))
-    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks)
+    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
     methods: dict[str, dict[str, float]] = {}
     ranks: dict[str, list[int | None]] = {}
     skipped: dict[str, str] = {}
@@ -435,6 +472,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
             "num_candidates": len(tasks[0].candidate_item_ids), "tasks_file": str(tasks_file) if tasks_file else None,
             "seed": config.eval.seed, "decoding": "greedy", "model": config.model.name,
             "env": asdict(config.env), "skipped": skipped,
+            "best_of_k": {"ks": sorted(config.eval.best_of_k), "temperature": config.eval.best_of_k_temperature,
+                          "num_tasks": min(config.eval.best_of_k_tasks or len(tasks), len(tasks))},
         },
         "methods": methods,
         "task_ids": [task.task_id for task in tasks],
@@ -492,9 +531,13 @@ def play_students(workers: list, tasks: list[RankingTask], config: RunConfig, *,
 
 def student_best_of_k(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str
                       ) -> dict[int, dict[str, float]]:
-    """Best-of-k metrics of a student sampled ``max(eval.best_of_k)`` times per task."""
+    """Best-of-k metrics of a student sampled ``max(eval.best_of_k)`` times per task (on a seeded
+    sample of ``eval.best_of_k_tasks`` of them when set)."""
     from rl.best_of_k import best_of_k_metrics
 
+    if 0 < config.eval.best_of_k_tasks < len(tasks):
+        chosen = set(random.Random(config.eval.seed).sample(range(len(tasks)), config.eval.best_of_k_tasks))
+        tasks = [task for i, task in enumerate(tasks) if i in chosen]
     ks = sorted(config.eval.best_of_k)
     trajectories = play_students(workers, tasks, config, source=source, samples=ks[-1],
                                  temperature=config.eval.best_of_k_temperature)

@@ -29,7 +29,7 @@ class TeacherConfig:
     """Ids in the teacher's final recommendation."""
     fit_weights: bool = True
     """Fit the signals' fusion weights on a validation split of the training tasks (False: plain Borda)."""
-    validation_tasks: int = 400
+    validation_tasks: int = 0
     """Training tasks in that validation split (a seeded sample; 0 = all); held-out tasks never are."""
     keep_hit_at: int = 1
     """Keep episodes whose target ranks at or above this (MARS keeps hits @1)."""

@@ -1,9 +1,11 @@
-"""Run-folder bookkeeping of the stages: which GRPO checkpoint may be resumed."""
+"""Run-folder bookkeeping of the stages: which GRPO checkpoint may be resumed, which stage reused."""
 
 import hashlib
 
 import pytest
 
+from launch import stages
+from launch.config import load_config
 from launch.stages import RunPaths, resume_from
 from rl.checkpoints import ResumeError, save_checkpoint
 from rollout.policy import checkpoint_fingerprint
@@ -33,3 +35,19 @@ def test_fingerprints_hash_the_weights(tmp_path):
     assert checkpoint_fingerprint(tmp_path) == hashlib.sha256(b"weights").hexdigest()
     with pytest.raises(FileNotFoundError, match="no checkpoint weights"):
         checkpoint_fingerprint(tmp_path / "empty")
+
+
+def test_finished_stages_are_reused_only_with_the_same_settings(tmp_path):
+    config = load_config(None, [f"run_dir={tmp_path}"])
+    for stage in ("teach", "sft", "curate"):
+        assert not stages.is_done(config, stage)
+        stages.done_marker(config, stage).parent.mkdir(parents=True, exist_ok=True)
+        stages.mark_done(config, stage)
+        assert stages.is_done(config, stage)
+    # A setting invalidates its stage and every stage after it, never the ones before.
+    changed = load_config(None, [f"run_dir={tmp_path}", "sft.lr=0.001"])
+    assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [True, False, False]
+    changed = load_config(None, [f"run_dir={tmp_path}", "env.max_turns=2"])
+    assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [False, False, False]
+    changed = load_config(None, [f"run_dir={tmp_path}", "curriculum.samples=4", "grpo.steps=9"])
+    assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [True, True, False]

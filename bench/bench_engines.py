@@ -81,7 +81,7 @@ def main() -> None:
 
     def spec(max_turns):
         config = RunConfig(env=EnvConfig(max_turns=max_turns, tools=["user_cf"]))
-        return env_spec(config, catalog, tasks + spare)
+        return env_spec(config, catalog, tasks + spare, train_tasks=[])
 
     rows = []
 

@@ -55,6 +55,9 @@ class ModelConfig:
     """LoRA dropout."""
     device: str = "auto"
     """Where the learner and the rollout workers run: auto (cuda when a GPU is visible), cpu, cuda."""
+    bf16: bool = True
+    """bfloat16 autocast in the learner and the reference (weights and optimizer stay fp32), where the
+    device runs bf16 natively (``rollout.policy.bf16_supported``; elsewhere fp32, which is faster there)."""
 
     def __post_init__(self):
         if self.device.split(":")[0] not in DEVICES:

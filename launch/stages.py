@@ -30,7 +30,7 @@ from launch.config import RunConfig
 from rollout.actors import broadcast, map_actors_chunked, spawn
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
-from rollout.policy import LoraSettings, checkpoint_fingerprint, is_checkpoint, resolve_device
+from rollout.policy import LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device
 from rollout.worker import EnvSpec, RolloutWorker
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
@@ -95,6 +95,11 @@ def lora_settings(config: RunConfig) -> LoraSettings | None:
     if config.model.lora_r <= 0:
         return None
     return LoraSettings(r=config.model.lora_r, alpha=config.model.lora_alpha, dropout=config.model.lora_dropout)
+
+
+def learner_bf16(config: RunConfig) -> bool:
+    """bf16 autocast for the learner and the reference: asked for, and native on their device."""
+    return config.model.bf16 and bf16_supported(resolve_device(config.model.device))
 
 
 def gpu_share(config: RunConfig) -> float:
@@ -255,7 +260,7 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
     paths = RunPaths(Path(config.run_dir))
     trajectories = read_dataset(paths.teacher_dataset)
     learner = Learner(model_name=config.model.name, lora=lora_settings(config), lr=config.sft.lr, seed=config.seed,
-                      device=resolve_device(config.model.device))
+                      device=resolve_device(config.model.device), bf16=learner_bf16(config))
     examples = sft_examples(trajectories, ChatFormat(learner.tokenizer), max_seq_len=config.sft.max_seq_len,
                             max_examples=config.sft.max_examples, seed=config.seed)
     losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
@@ -348,9 +353,9 @@ def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path):
 
     device = resolve_device(config.model.device)
     learner_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr,
-                          adapter_dir=start_dir, seed=config.seed, device=device)
+                          adapter_dir=start_dir, seed=config.seed, device=device, bf16=learner_bf16(config))
     reference_kwargs = dict(model_name=config.model.name, checkpoint_dir=reference_dir, lora=lora_settings(config),
-                            device=device)
+                            device=device, bf16=learner_bf16(config))
     if config.rollout.num_workers <= 0:
         return Learner(**learner_kwargs), ReferenceModel(**reference_kwargs)
     # Workers idle while the learner and the reference run, so these may use every core.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,10 @@ class GRPOConfig:
     """Checkpoints kept (older step folders are deleted)."""
 
 
+STEP_PHASES = ("perf/rollout_seconds", "perf/reference_seconds", "perf/update_seconds", "perf/weight_sync_seconds",
+               "perf/checkpoint_seconds")
+"""The parts of ``perf/step_seconds`` each round logs (see ``train_grpo``)."""
+
 DATA_ORDER_KEYS = ("seed", "tasks_per_step", "group_size", "tasks")
 """Trainer-state fields that decide which tasks and seeds each step draws: resuming needs them unchanged."""
 
@@ -87,6 +92,15 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
     With ``config.one_step_off_policy`` round t+1 rolls out (in a driver thread) while the learner
     updates on round t; the new weights reach the workers once those rollouts are done, so each
     batch comes from weights at most one update behind the learner's (``rollout/policy_lag``).
+
+    Each round logs where its ``perf/step_seconds`` went, timed in the driver (Ray calls included):
+    ``perf/rollout_seconds`` (rolling out and scoring), ``perf/reference_seconds``,
+    ``perf/update_seconds``, ``perf/weight_sync_seconds`` and ``perf/checkpoint_seconds``; the rest
+    is advantages, batching and metrics. With ``config.one_step_off_policy`` the rollouts run beside
+    the reference and the update, so ``perf/rollout_seconds`` is only the time the driver waited for
+    them (the part the update did not hide; all of round 1's), while ``perf/rollout_tokens_per_s``
+    still spans their whole run. Where both share the cores, the reference and update seconds
+    include that contention.
     """
     rng = random.Random(seed)
     for _ in range(start_step):
@@ -131,31 +145,37 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
         for step in tqdm(range(start_step + 1, config.steps + 1), desc="grpo", unit="step", initial=start_step,
                          total=config.steps):
             started = time.perf_counter()
-            if ahead is None:
-                (trajectories, sampled, rollout_seconds), behaviour_version = play(step), workers_version
-            else:
-                (trajectories, sampled, rollout_seconds), behaviour_version = ahead[0].result(), ahead[1]
-                ahead = None
+            split = dict.fromkeys(STEP_PHASES, 0.0)
+            with timed(split, "perf/rollout_seconds"):
+                if ahead is None:
+                    (trajectories, sampled, rollout_seconds), behaviour_version = play(step), workers_version
+                else:
+                    (trajectories, sampled, rollout_seconds), behaviour_version = ahead[0].result(), ahead[1]
+                    ahead = None
             if config.one_step_off_policy and step < config.steps:
                 ahead = pool.submit(play, step + 1), workers_version
             rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
             advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
             batch = token_batch(trajectories, advantages, pad_id=learner.pad_token_id())
             if config.kl_coef:
-                batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
-                    batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
-            metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=config.kl_coef,
-                                     temperature=config.temperature, micro_batch_size=config.micro_batch_size,
-                                     mini_batches=config.mini_batches, epochs=config.epochs, tis_cap=config.tis_cap,
-                                     behaviour_logprobs=config.one_step_off_policy)
+                with timed(split, "perf/reference_seconds"):
+                    batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
+                        batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
+            with timed(split, "perf/update_seconds"):
+                metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=config.kl_coef,
+                                         temperature=config.temperature, micro_batch_size=config.micro_batch_size,
+                                         mini_batches=config.mini_batches, epochs=config.epochs,
+                                         tis_cap=config.tis_cap, behaviour_logprobs=config.one_step_off_policy)
             if ahead is not None:
-                wait([ahead[0]])  # the rollouts ahead finish on the weights they started with
-            synced = time.perf_counter()
-            workers = broadcast(workers, RolloutWorker.update_weights, learner.trainable_state())
+                with timed(split, "perf/rollout_seconds"):
+                    wait([ahead[0]])  # the rollouts ahead finish on the weights they started with
+            with timed(split, "perf/weight_sync_seconds"):
+                workers = broadcast(workers, RolloutWorker.update_weights, learner.trainable_state())
             workers_version = step
-            metrics["perf/weight_sync_seconds"] = time.perf_counter() - synced
             if step % config.save_every == 0 or step == config.steps:
-                learner.save_checkpoint(checkpoint_root, step, trainer_state, keep_last=config.keep_last)
+                with timed(split, "perf/checkpoint_seconds"):
+                    learner.save_checkpoint(checkpoint_root, step, trainer_state, keep_last=config.keep_last)
+            metrics.update(split)
             metrics.update(episode_metrics(sampled))
             # Groups whose samples all scored the same teach nothing but the KL term.
             metrics["rollout/uniform_group_frac"] = uniform_group_fraction(sampled)
@@ -170,6 +190,16 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
             if log is not None:
                 log(metrics, step)
     return history
+
+
+@contextmanager
+def timed(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the wall-clock seconds its block takes to ``seconds[key]``."""
+    began = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - began
 
 
 def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *, pad_id: int) -> TokenBatch:

@@ -13,7 +13,8 @@ from envs.tools import InteractionGraph
 from rewards import REWARD_FUNCTIONS, score_batch
 from rl.checkpoints import latest_checkpoint, list_checkpoints, read_trainer_state
 from rl.batch import TokenBatch
-from rl.grpo import GRPOConfig, episode_metrics, informative_groups, train_grpo, uniform_group_fraction
+from rl.grpo import (STEP_PHASES, GRPOConfig, episode_metrics, informative_groups, train_grpo,
+                     uniform_group_fraction)
 from rl.learner import Learner
 from rl.logprobs import batch_logprobs
 from rl.reference import ReferenceModel
@@ -79,6 +80,25 @@ def test_grpo_driver_updates_syncs_and_checkpoints(tiny_model_dir, spec_and_task
     fresh = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=lora,
                           adapter_dir=latest_checkpoint(tmp_path / "grpo"), config=HF)
     assert same_policy(learner, fresh, probe)  # the checkpoint restores the same policy
+
+
+@pytest.mark.parametrize("off_policy", [False, True], ids=["on-policy", "one-step-off-policy"])
+def test_grpo_logs_where_each_step_went(tiny_model_dir, spec_and_tasks, tmp_path, off_policy):
+    spec, tasks = spec_and_tasks
+    learner, reference, workers = roles(tiny_model_dir, spec, LORA, workers=1)
+    config = GRPOConfig(steps=2, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0,
+                        one_step_off_policy=off_policy)
+    history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
+                         reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE)
+    assert set(STEP_PHASES) >= {"perf/rollout_seconds", "perf/reference_seconds", "perf/update_seconds",
+                                "perf/weight_sync_seconds"}
+    for metrics in history:
+        split = [metrics[key] for key in STEP_PHASES]
+        assert all(seconds >= 0 for seconds in split), dict(zip(STEP_PHASES, split))
+        assert metrics["perf/reference_seconds"] > 0 and metrics["perf/update_seconds"] > 0
+        # The phases are parts of the step, measured one after another in the driver, and most of it.
+        assert 0.5 * metrics["perf/step_seconds"] < sum(split) <= metrics["perf/step_seconds"] + 1e-3
+    assert history[0]["perf/rollout_seconds"] > 0  # round 1 always rolls out in the step itself
 
 
 @pytest.mark.integration

@@ -3,6 +3,8 @@
 import dataclasses
 import functools
 import math
+import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from rl.batch import TokenBatch
 from rl.learner import Learner
 from rl.reference import ReferenceModel
 from rollout.chat import ChatFormat
-from rollout.policy import LoraSettings
+from rollout.policy import LoraSettings, bf16_supported
 
 LORA = LoraSettings(r=8, alpha=16)
 ANSWERS = ("<recommend>7, 8</recommend>", "<recommend>8</recommend>", "no idea", "<recommend>8, 7, 1</recommend>")
@@ -184,3 +186,27 @@ def test_save_restores_the_optimizer(tiny_model_dir, tmp_path):
     assert all(torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"]) for k in saved)
     with pytest.raises(FileNotFoundError, match="optimizer.pt missing"):
         resumed.load_optimizer(tmp_path / "nowhere")
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags, as Linux reports them."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"),
+                    reason="reads x86 CPU flags from /proc/cpuinfo")
+def test_bf16_is_supported_on_cpus_with_bf16_dot_products():
+    flags = cpu_flags()
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert bf16_supported("cpu") is (native and torch.backends.mkldnn.is_available())
+
+
+def test_bf16_support_is_a_bool_for_every_device():
+    for device in ("cpu", "cuda", "cuda:0", "meta"):
+        assert isinstance(bf16_supported(device), bool), device
+    assert bf16_supported("meta") is False
+    if not torch.cuda.is_available():
+        assert bf16_supported("cuda") is False

@@ -24,6 +24,7 @@ from envs.baselines import BASELINES
 from envs.signals.signals import build_signals
 from envs.data import build_tasks, leave_last_out, load_ml100k, load_tasks, save_tasks, synthetic_catalog
 from envs.data import tasks_from_file, training_interactions
+from envs.data.splits import sample_in_order
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RankingTask
 from launch.config import RunConfig
@@ -288,10 +289,7 @@ def stage_curate(config: RunConfig) -> dict:
     settings = config.curriculum
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
-    candidates = list(train_tasks)
-    if 0 < settings.candidate_tasks < len(candidates):
-        chosen = set(random.Random(config.seed).sample(range(len(candidates)), settings.candidate_tasks))
-        candidates = [task for i, task in enumerate(candidates) if i in chosen]
+    candidates = sample_in_order(train_tasks, settings.candidate_tasks, seed=config.seed)
     workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
     params = SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
     requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.seed, "curriculum", index, sample))
@@ -540,9 +538,7 @@ def student_best_of_k(workers: list, tasks: list[RankingTask], config: RunConfig
     sample of ``eval.best_of_k_tasks`` of them when set)."""
     from rl.best_of_k import best_of_k_metrics
 
-    if 0 < config.eval.best_of_k_tasks < len(tasks):
-        chosen = set(random.Random(config.eval.seed).sample(range(len(tasks)), config.eval.best_of_k_tasks))
-        tasks = [task for i, task in enumerate(tasks) if i in chosen]
+    tasks = sample_in_order(tasks, config.eval.best_of_k_tasks, seed=config.eval.seed)
     ks = sorted(config.eval.best_of_k)
     trajectories = play_students(workers, tasks, config, source=source, samples=ks[-1],
                                  temperature=config.eval.best_of_k_temperature)

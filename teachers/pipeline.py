@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from envs.data.splits import sample_in_order
 from envs.signals.signals import SIGNAL_NAMES
 from envs.tools import Toolbox
 from envs.types import RankingTask, Trajectory
@@ -66,10 +66,7 @@ def validation_split(train_tasks: Sequence[RankingTask], size: int, *, seed: int
     """A seeded sample of ``size`` training tasks (all for 0), in their order: where fusion weights
     are fitted. Training tasks hold out an interaction before each user's held-out one, so no
     held-out target is ever in it."""
-    if size <= 0 or size >= len(train_tasks):
-        return list(train_tasks)
-    chosen = set(random.Random(seed).sample(range(len(train_tasks)), size))
-    return [task for i, task in enumerate(train_tasks) if i in chosen]
+    return sample_in_order(train_tasks, size, seed=seed)
 
 
 def fit_fusion(env_spec: EnvSpec, tasks: Sequence[RankingTask], tools: Sequence[str]) -> dict:

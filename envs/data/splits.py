@@ -7,14 +7,17 @@ item id (digit ids compared as numbers), so splits are reproducible whatever the
 from __future__ import annotations
 
 import json
+import random
 import zlib
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
 import numpy as np
 
 from envs.types import Catalog, Interaction, RankingTask
+
+T = TypeVar("T")
 
 
 def id_sort_key(identifier: str) -> tuple[int, int, str]:
@@ -74,6 +77,20 @@ def _last(history: Sequence[str], max_history: int) -> tuple[str, ...]:
 def user_rng(seed: int, key: str) -> np.random.Generator:
     """A generator that depends only on ``seed`` and ``key`` (a user or task id)."""
     return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+
+
+def sample_in_order(items: Sequence[T], size: int, *, seed: int) -> list[T]:
+    """A seeded sample of ``size`` of ``items`` in their order; all of them for ``size`` <= 0 or >= len.
+
+    >>> sample_in_order(["a", "b", "c"], 0, seed=0)
+    ['a', 'b', 'c']
+    >>> len(sample_in_order(range(10), 3, seed=0))
+    3
+    """
+    if size <= 0 or size >= len(items):
+        return list(items)
+    chosen = set(random.Random(seed).sample(range(len(items)), size))
+    return [item for i, item in enumerate(items) if i in chosen]
 
 
 def build_tasks(

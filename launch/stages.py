@@ -28,7 +28,7 @@ from envs.data.splits import sample_in_order
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RankingTask
 from launch.config import RunConfig
-from rollout.actors import broadcast, map_actors_chunked, spawn
+from rollout.actors import broadcast, map_actors_chunked, release, spawn
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
 from rollout.policy import LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device
@@ -216,13 +216,15 @@ def teacher_weights(config: RunConfig, spec: EnvSpec, train_tasks: list[RankingT
     path = RunPaths(Path(config.run_dir)).teacher_fusion
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved.get("tools") == list(teacher.tools) and saved.get("validation_tasks_requested") == teacher.validation_tasks:
+        if (saved.get("tools") == list(teacher.tools) and saved.get("validation_tasks_requested") == teacher.validation_tasks
+                and saved.get("margin") == teacher.fusion_margin):
             return saved["weights"]
     validation = validation_split(train_tasks, teacher.validation_tasks, seed=config.seed)
-    fusion = fit_fusion(spec, validation, teacher.tools)
+    fusion = fit_fusion(spec, validation, teacher.tools, margin=teacher.fusion_margin)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"tools": list(teacher.tools), "validation_tasks_requested": teacher.validation_tasks,
-                                "validation_task_ids": [t.task_id for t in validation], **fusion}, indent=2))
+                                "margin": teacher.fusion_margin, "validation_task_ids": [t.task_id for t in validation],
+                                **fusion}, indent=2))
     return fusion["weights"]
 
 
@@ -294,9 +296,12 @@ def stage_curate(config: RunConfig) -> dict:
     params = SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
     requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.seed, "curriculum", index, sample))
                 for index, task in enumerate(candidates) for sample in range(settings.samples)]
-    trajectories = map_actors_chunked(workers, RolloutWorker.rollout, requests,
-                                      chunk_size=len(workers) * config.rollout.max_batch_size,
-                                      desc="curriculum samples", params=params, source="student_sft")
+    try:
+        trajectories = map_actors_chunked(workers, RolloutWorker.rollout, requests,
+                                          chunk_size=len(workers) * config.rollout.max_batch_size,
+                                          desc="curriculum samples", params=params, source="student_sft")
+    finally:
+        release(workers)
     successes = {task.task_id: 0 for task in candidates}
     for trajectory in trajectories:
         successes[trajectory.task_id] += int(trajectory.rank is not None and trajectory.rank <= settings.success_at)
@@ -423,12 +428,15 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
         start_dir = resume or paths.sft_adapter
         workers = rollout_workers(config, spec, adapter_dir=start_dir)
         learner, reference = grpo_roles(config, start_dir=start_dir, reference_dir=paths.sft_adapter)
-        if resume:
-            learner.load_optimizer(resume)
-        history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=train_tasks,
-                             config=config.grpo, reward_weights=config.reward.weights, seed=config.seed,
-                             checkpoint_root=paths.grpo_checkpoints, trainer_state=trainer_state, log=log,
-                             start_step=start_step)
+        try:
+            if resume:
+                learner.load_optimizer(resume)
+            history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=train_tasks,
+                                 config=config.grpo, reward_weights=config.reward.weights, seed=config.seed,
+                                 checkpoint_root=paths.grpo_checkpoints, trainer_state=trainer_state, log=log,
+                                 start_step=start_step)
+        finally:
+            release([*workers, learner, reference])
     shutil.rmtree(paths.final_adapter, ignore_errors=True)
     shutil.copytree(latest_checkpoint(paths.grpo_checkpoints), paths.final_adapter,
                     ignore=shutil.ignore_patterns(Learner.OPTIMIZER_FILE, TRAINER_STATE))
@@ -445,7 +453,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
     """Scores every configured method on the same held-out tasks.
 
     Writes ``eval.json`` (or ``eval.<tasks file name>.json`` for ``tasks_file``) after every
-    method, so an interrupted evaluation keeps what it finished.
+    method, so an interrupted evaluation keeps what it finished; a rerun on the same tasks reuses a
+    student's results while its weights and the evaluation settings are unchanged.
     """
     from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
     from teachers.pipeline import TeacherWorker
@@ -482,35 +491,51 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
         "task_ids": [task.task_id for task in tasks],
         "ranks": ranks,
         "best_of_k": best_of_k,
+        "fingerprints": {},
     }
+    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    if previous.get("task_ids") != report["task_ids"]:
+        previous = {}
     paths.root.mkdir(parents=True, exist_ok=True)
     workers = None
-    for method in config.eval.methods:
-        if method in BASELINE_METHODS:
-            ranks[method] = baseline_ranks(method, tasks, spec.signals, seed=config.eval.seed)
-            methods[method] = baseline_metrics(ranks[method])
-        elif method == "teacher":
-            teacher = config.teacher
-            worker = TeacherWorker(spec, teacher.tools, teacher.num_recommend, teacher_weights(config, spec, train_tasks))
-            trajectories = worker.play(tasks)
-            ranks[method] = [t.rank for t in trajectories]
-            methods[method] = trajectory_metrics(trajectories)
-        elif method in STUDENTS:
-            adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
-            if adapter is not None and not is_checkpoint(adapter):
-                skipped[method] = f"no checkpoint at {adapter}"
-                continue
-            workers = workers or rollout_workers(config, spec, adapter_dir=None)
-            if adapter is None:
-                workers = broadcast(workers, RolloutWorker.update_weights, {})  # the base model
-            else:
-                workers = broadcast(workers, RolloutWorker.load_checkpoint, adapter)
-            trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
-            ranks[method] = [t.rank for t in trajectories]
-            methods[method] = trajectory_metrics(trajectories)
-            if config.eval.best_of_k and method in config.eval.best_of_k_methods:
-                best_of_k[method] = student_best_of_k(workers, tasks, config, source=method)
-        out_path.write_text(json.dumps(report, indent=2))
+    try:
+        for method in config.eval.methods:
+            if method in BASELINE_METHODS:
+                ranks[method] = baseline_ranks(method, tasks, spec.signals, seed=config.eval.seed)
+                methods[method] = baseline_metrics(ranks[method])
+            elif method == "teacher":
+                teacher = config.teacher
+                worker = TeacherWorker(spec, teacher.tools, teacher.num_recommend, teacher_weights(config, spec, train_tasks))
+                trajectories = worker.play(tasks)
+                ranks[method] = [t.rank for t in trajectories]
+                methods[method] = trajectory_metrics(trajectories)
+            elif method in STUDENTS:
+                adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
+                if adapter is not None and not is_checkpoint(adapter):
+                    skipped[method] = f"no checkpoint at {adapter}"
+                    continue
+                fingerprints, loaded = report["fingerprints"], False
+                fingerprints[method] = student_fingerprint(config, adapter)
+                if previous.get("fingerprints", {}).get(method) == fingerprints[method]:
+                    methods[method], ranks[method] = previous["methods"][method], previous["ranks"][method]
+                    print(f"eval {method}: reusing its results in {out_path} (same weights and settings)")
+                else:
+                    workers, loaded = load_student(workers, config, spec, adapter), True
+                    trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+                    ranks[method] = [t.rank for t in trajectories]
+                    methods[method] = trajectory_metrics(trajectories)
+                if config.eval.best_of_k and method in config.eval.best_of_k_methods:
+                    out_path.write_text(json.dumps(report, indent=2))
+                    key = f"{method}/best_of_k"
+                    fingerprints[key] = student_fingerprint(config, adapter, best_of_k=True)
+                    if previous.get("fingerprints", {}).get(key) == fingerprints[key]:
+                        best_of_k[method] = {int(k): v for k, v in previous["best_of_k"][method].items()}
+                    else:
+                        workers = workers if loaded else load_student(workers, config, spec, adapter)
+                        best_of_k[method] = student_best_of_k(workers, tasks, config, source=method)
+            out_path.write_text(json.dumps(report, indent=2))
+    finally:
+        release(workers or [])
     if best_of_k:
         from rl.best_of_k import plot_best_of_k
 
@@ -518,6 +543,27 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
         out_path.write_text(json.dumps(report, indent=2))
     report["path"] = str(out_path)
     return report
+
+
+def load_student(workers: list | None, config: RunConfig, spec: EnvSpec, adapter: Path | None) -> list:
+    """Rollout workers (started on first use) holding a student's weights: ``adapter``, or the base model."""
+    workers = workers or rollout_workers(config, spec, adapter_dir=None)
+    if adapter is None:
+        return broadcast(workers, RolloutWorker.update_weights, {})
+    return broadcast(workers, RolloutWorker.load_checkpoint, adapter)
+
+
+def student_fingerprint(config: RunConfig, adapter: Path | None, *, best_of_k: bool = False) -> str:
+    """Digest of what a student's evaluation depends on: its weights (or the base model's name),
+    the environment, and the decoding and best-of-k settings."""
+    digest = hashlib.sha256(config.model.name.encode())
+    if adapter is not None:
+        digest.update(checkpoint_fingerprint(adapter).encode())
+    evaluation = asdict(config.eval)
+    settings = {"env": asdict(config.env), "max_new_tokens": evaluation["max_new_tokens"], "seed": evaluation["seed"],
+                "best_of_k": {k: v for k, v in evaluation.items() if k.startswith("best_of_k")} if best_of_k else None}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
 
 
 def play_students(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str, samples: int,

@@ -148,3 +148,15 @@ def map_actors_chunked(actors: Sequence[Any], method: Callable[..., list], items
     for start in tqdm(range(0, len(items), chunk_size), desc=desc, unit="chunk"):
         results += map_actors(actors, method, list(items[start : start + chunk_size]), **kwargs)
     return results
+
+
+def release(actors: Sequence[Any]) -> None:
+    """Ends a stage's actors: Ray actors are killed (their memory returns at once, not when the
+    handles are collected); plain objects with a ``close`` method are closed."""
+    for actor in actors:
+        if isinstance(actor, Remote):
+            import ray
+
+            ray.kill(actor.handle)
+        elif callable(getattr(actor, "close", None)):
+            actor.close()

@@ -142,3 +142,9 @@ class RolloutWorker:
     def load_checkpoint(self, checkpoint_dir: str | Path) -> None:
         """Loads a saved Learner checkpoint (e.g. to evaluate it)."""
         self.update_weights(load_checkpoint_state(checkpoint_dir))
+
+    def close(self) -> None:
+        """Shuts the engine down (a vLLM engine frees its KV cache, and another may open in this process)."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()

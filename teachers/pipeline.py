@@ -31,6 +31,9 @@ class TeacherConfig:
     """Fit the signals' fusion weights on a validation split of the training tasks (False: plain Borda)."""
     validation_tasks: int = 0
     """Training tasks in that validation split (a seeded sample; 0 = all); held-out tasks never are."""
+    fusion_margin: float = 0.01
+    """Validation ``hr_avg`` by which the fusion must beat the best single signal, else that signal
+    alone ranks."""
     keep_hit_at: int = 1
     """Keep episodes whose target ranks at or above this (MARS keeps hits @1)."""
     num_workers: int = 2
@@ -69,7 +72,8 @@ def validation_split(train_tasks: Sequence[RankingTask], size: int, *, seed: int
     return sample_in_order(train_tasks, size, seed=seed)
 
 
-def fit_fusion(env_spec: EnvSpec, tasks: Sequence[RankingTask], tools: Sequence[str]) -> dict:
+def fit_fusion(env_spec: EnvSpec, tasks: Sequence[RankingTask], tools: Sequence[str], *,
+               margin: float = 0.0) -> dict:
     """Fusion weights of the teacher's signal tools, fitted on ``tasks`` from what the tools return.
 
     Returns:
@@ -83,7 +87,7 @@ def fit_fusion(env_spec: EnvSpec, tasks: Sequence[RankingTask], tools: Sequence[
         points.append(borda_points(rankings, signal_tools, task.candidate_item_ids))
         targets.append(task.candidate_item_ids.index(task.target_item_id))
     points_array, target_index = np.stack(points), np.array(targets)
-    weights, fused = fit_weights(points_array, target_index)
+    weights, fused = fit_weights(points_array, target_index, margin=margin)
     single = {name: hr_avg(target_ranks(points_array, target_index, np.eye(len(signal_tools))[i]))
               for i, name in enumerate(signal_tools)}
     return {"weights": dict(zip(signal_tools, weights.tolist())), "validation_tasks": len(tasks),

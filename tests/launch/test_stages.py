@@ -51,3 +51,24 @@ def test_finished_stages_are_reused_only_with_the_same_settings(tmp_path):
     assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [False, False, False]
     changed = load_config(None, [f"run_dir={tmp_path}", "curriculum.samples=4", "grpo.steps=9"])
     assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [True, True, False]
+
+
+def test_an_evaluation_rerun_reuses_a_student_only_with_the_same_weights_and_settings(tmp_path, monkeypatch):
+    overrides = [f"run_dir={tmp_path}", "data.dataset=synthetic", "data.num_negatives=4", "model.name=tiny-random",
+                 "model.lora_r=0", "rollout.num_workers=0", "env.tools=[popularity]", "eval.methods=[pop,student_base]",
+                 "eval.num_tasks=3", "eval.max_new_tokens=16", "eval.best_of_k=[1,2]",
+                 "eval.best_of_k_methods=[student_base]"]
+    first = stages.stage_eval(load_config(None, overrides))
+    assert len(first["ranks"]["student_base"]) == 3 and set(first["best_of_k"]["student_base"]) == {1, 2}
+
+    def must_not_play(*args, **kwargs):
+        raise AssertionError("the student was played again")
+
+    monkeypatch.setattr(stages, "play_students", must_not_play)
+    again = stages.stage_eval(load_config(None, overrides))
+    assert again["methods"]["student_base"] == first["methods"]["student_base"]
+    assert again["best_of_k"]["student_base"] == first["best_of_k"]["student_base"]
+    assert again["fingerprints"] == first["fingerprints"]
+    for changed in ("eval.max_new_tokens=17", "eval.best_of_k_temperature=0.9"):
+        with pytest.raises(AssertionError, match="played again"):
+            stages.stage_eval(load_config(None, [*overrides, changed]))

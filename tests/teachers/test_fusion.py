@@ -36,6 +36,9 @@ def test_fitted_weights_beat_or_match_every_single_signal():
     assert value == pytest.approx(hr_avg(target_ranks(points, targets, weights)))
     assert value > max(singles) + 0.1  # fusing the two informative halves beats either
     assert weights[0] > 0 and weights[1] > 0
+    # A fusion must beat the best single signal by the margin to be adopted.
+    assert fit_weights(points, targets, margin=value - max(singles) + 1e-9)[0].tolist() == np.eye(3)[int(np.argmax(singles))].tolist()
+    assert fit_weights(points, targets, margin=0.05)[0].tolist() == weights.tolist()
     with pytest.raises(ValueError, match="tasks, signals, candidates"):
         fit_weights(np.zeros((0, 2, 3)), np.array([], dtype=int))
 

@@ -18,6 +18,7 @@ from rewards import RewardConfig
 from rl.curriculum import CurriculumConfig
 from rl.grpo import GRPOConfig
 from rl.sft import SFTConfig
+from rl.strategy import LearnerConfig
 from rollout.policy import DEVICES
 from rollout.worker import RolloutConfig
 from teachers.pipeline import TeacherConfig
@@ -115,6 +116,7 @@ class RunConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

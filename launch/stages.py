@@ -28,7 +28,8 @@ from envs.data.splits import sample_in_order
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RankingTask
 from launch.config import RunConfig
-from rollout.actors import broadcast, map_actors_chunked, release, spawn
+from rollout.actors import broadcast, init_ray, map_actors_chunked, release, spawn
+from rollout.models import load_tokenizer, resolve_model
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
 from rollout.policy import LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device
@@ -104,12 +105,15 @@ def learner_bf16(config: RunConfig) -> bool:
 
 
 def gpu_share(config: RunConfig) -> float:
-    """GPUs per Ray actor: the rollout workers and the learner share what the machine has."""
-    import torch
+    """GPUs per Ray actor: the rollout workers, the learners and the reference share the Ray
+    cluster's GPUs equally (one node's, locally)."""
+    import ray
 
     if resolve_device(config.model.device) == "cpu":
         return 0.0
-    return min(1.0, torch.cuda.device_count() / (max(config.rollout.num_workers, 0) + 1))
+    init_ray()
+    actors = max(config.rollout.num_workers, 0) + config.learner.num_learners + 1
+    return min(1.0, ray.cluster_resources().get("GPU", 0) / actors)
 
 
 def needs_sequential(config: RunConfig, *, evaluating: bool) -> bool:
@@ -255,19 +259,23 @@ def stage_teach(config: RunConfig) -> dict[str, float]:
 
 def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
     """LoRA SFT of the student on the teacher dataset; saves ``sft/adapter``."""
-    from rl.learner import Learner
     from rl.sft import sft_examples, train_sft
     from rollout.chat import ChatFormat
     from teachers.pipeline import read_dataset
 
     paths = RunPaths(Path(config.run_dir))
     trajectories = read_dataset(paths.teacher_dataset)
-    learner = Learner(model_name=config.model.name, lora=lora_settings(config), lr=config.sft.lr, seed=config.seed,
-                      device=resolve_device(config.model.device), bf16=learner_bf16(config))
-    examples = sft_examples(trajectories, ChatFormat(learner.tokenizer), max_seq_len=config.sft.max_seq_len,
+    tokenizer = load_tokenizer(resolve_model(config.model.name))
+    examples = sft_examples(trajectories, ChatFormat(tokenizer), max_seq_len=config.sft.max_seq_len,
                             max_examples=config.sft.max_examples, seed=config.seed)
-    losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
-    learner.save(paths.sft_adapter)
+    steps = config.sft.epochs * -(-len(examples) // config.sft.batch_size)
+    learner = make_learner(config, lr=config.sft.lr, total_steps=steps, adapter_dir=None,
+                           in_process=config.learner.num_learners == 1)
+    try:
+        losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
+        learner.save(paths.sft_adapter)
+    finally:
+        release([learner])
     mark_done(config, "sft")
     return losses
 
@@ -348,23 +356,43 @@ def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | Non
     return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, num_gpus=gpu_share(config), **kwargs)
 
 
-def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path):
-    """The GRPO learner and the frozen reference policy: Ray actors (or in-process when
-    ``rollout.num_workers=0``)."""
+def make_learner(config: RunConfig, *, lr: float, total_steps: int, adapter_dir: Path | None, in_process: bool):
+    """The policy learner: in this process, one Ray actor, or a group of ``learner.num_learners``
+    actors (DDP or DeepSpeed) used like one."""
     from rl.learner import Learner
+    from rl.learner_group import LearnerGroup
+
+    kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=lr, adapter_dir=adapter_dir,
+                  seed=config.seed, device=resolve_device(config.model.device), bf16=learner_bf16(config),
+                  total_steps=total_steps)
+    if config.learner.num_learners > 1:
+        # Workers idle while learners run; the learners share the cores.
+        threads = max(1, (os.cpu_count() or 1) // config.learner.num_learners)
+        return LearnerGroup.spawn(config.learner, num_gpus=gpu_share(config), num_threads=threads, **kwargs)
+    if in_process:
+        return Learner(config=config.learner, **kwargs)
+    # Workers idle while the learner and the reference run, so these may use every core.
+    return spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(),
+                 config=config.learner, **kwargs)[0]
+
+
+def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path):
+    """The GRPO learner (one, or a group) and the frozen reference policy: Ray actors (or in-process
+    when ``rollout.num_workers=0``)."""
     from rl.reference import ReferenceModel
 
-    device = resolve_device(config.model.device)
-    learner_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=config.grpo.lr,
-                          adapter_dir=start_dir, seed=config.seed, device=device, bf16=learner_bf16(config))
+    in_process = config.rollout.num_workers <= 0
+    if in_process and config.learner.num_learners > 1:
+        raise ValueError(f"learner.num_learners={config.learner.num_learners} runs learners as Ray actors: "
+                         "set rollout.num_workers >= 1")
+    grpo = config.grpo
+    learner = make_learner(config, lr=grpo.lr, total_steps=grpo.steps * grpo.mini_batches * grpo.epochs,
+                           adapter_dir=start_dir, in_process=in_process)
     reference_kwargs = dict(model_name=config.model.name, checkpoint_dir=reference_dir, lora=lora_settings(config),
-                            device=device, bf16=learner_bf16(config))
-    if config.rollout.num_workers <= 0:
-        return Learner(**learner_kwargs), ReferenceModel(**reference_kwargs)
-    # Workers idle while the learner and the reference run, so these may use every core.
-    threads = os.cpu_count()
-    learner = spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=threads, **learner_kwargs)[0]
-    reference = spawn(ReferenceModel, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=threads,
+                            device=resolve_device(config.model.device), bf16=learner_bf16(config))
+    if in_process:
+        return learner, ReferenceModel(**reference_kwargs)
+    reference = spawn(ReferenceModel, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(),
                       **reference_kwargs)[0]
     return learner, reference
 

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from rl.estimators import aggregate_loss
+
 __all__ = [
     "gae",
     "grpo_advantages",
@@ -192,14 +194,16 @@ def policy_loss(
     *,
     clip_eps: float = 0.2,
     weights: Tensor | None = None,
+    loss_agg: str = "token-mean",
 ) -> tuple[Tensor, dict[str, float]]:
-    """PPO/GRPO clipped surrogate loss, averaged over every masked token in the batch.
+    """PPO/GRPO clipped surrogate loss, averaged over the masked tokens of the batch.
 
     Per token, with ``ratio = exp(logp - old_logp)``:
     ``loss = -w * min(ratio * A, clip(ratio, 1 - clip_eps, 1 + clip_eps) * A)``, where ``w`` is
-    1 unless ``weights`` are given (e.g. :func:`truncated_importance_weights`). The mean is
-    token-level (each policy token in the batch weighs the same, as in DAPO), not a mean of
-    per-sequence means; ``weights`` scale tokens, they do not change the divisor.
+    1 unless ``weights`` are given (e.g. :func:`truncated_importance_weights`). By default the mean
+    is token-level (each policy token in the batch weighs the same, as in DAPO), not a mean of
+    per-sequence means; ``loss_agg`` picks another (:func:`rl.estimators.aggregate_loss`).
+    ``weights`` scale tokens, they do not change the divisor.
 
     Args:
         logp: Current policy log-probs, ``[B, T]``, with gradient.
@@ -208,11 +212,16 @@ def policy_loss(
         mask: ``[B, T]``, 1 on policy tokens.
         clip_eps: Clip range epsilon.
         weights: Optional ``[B, T]`` per-token weights of the surrogate (detached here).
+        loss_agg: How tokens are averaged: one of :data:`rl.estimators.LOSS_AGG_MODES`. The
+            metrics are token-level means whatever it is.
 
     Returns:
         ``(loss, metrics)``: the scalar loss, and ``clip_frac`` (fraction of masked tokens
         whose gradient is zeroed by clipping: ratio above ``1 + eps`` with A > 0 or below
         ``1 - eps`` with A < 0) and ``ratio_mean`` (masked mean ratio) as floats.
+
+    Raises:
+        ValueError: If ``loss_agg`` is unknown.
 
     >>> loss, metrics = policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([2.0]),
     ...                             torch.ones(1, 2))
@@ -229,7 +238,7 @@ def policy_loss(
     per_token = -torch.minimum(unclipped, clipped)
     if weights is not None:
         per_token = per_token * weights.detach()
-    loss = masked_mean(per_token, mask)
+    loss = aggregate_loss(per_token, mask, mode=loss_agg)
     with torch.no_grad():
         is_clipped = ((ratio > 1.0 + clip_eps) & (advantages > 0)) | (
             (ratio < 1.0 - clip_eps) & (advantages < 0)
@@ -306,8 +315,10 @@ def grpo_loss(
     clip_eps: float,
     kl_coef: float,
     weights: Tensor | None = None,
+    loss_agg: str = "token-mean",
+    kl_estimator: str = "k3",
 ) -> tuple[Tensor, dict[str, float]]:
-    """GRPO loss: clipped surrogate plus ``kl_coef`` times the masked mean k3 KL to the reference.
+    """GRPO loss: clipped surrogate plus ``kl_coef`` times the masked mean KL to the reference.
 
     Args:
         logp: Current policy log-probs, ``[B, T]``.
@@ -320,21 +331,26 @@ def grpo_loss(
         kl_coef: Weight of the KL term.
         weights: Optional ``[B, T]`` per-token weights of the surrogate term only (see
             :func:`policy_loss`); the KL term is not weighted.
+        loss_agg: How tokens are averaged, in both terms: one of
+            :data:`rl.estimators.LOSS_AGG_MODES` (see :func:`rl.estimators.aggregate_loss`).
+        kl_estimator: Per-token KL estimator, ``"k1"``, ``"k2"`` or ``"k3"`` (see :func:`kl_penalty`).
 
     Returns:
         ``(loss, metrics)`` with metrics ``loss``, ``policy_loss``, ``clip_frac``,
-        ``ratio_mean`` and, when ``ref_logp`` is given, ``kl`` (token-level mean k3).
+        ``ratio_mean`` and, when ``ref_logp`` is given, ``kl`` (the KL term before ``kl_coef``).
 
     Raises:
-        ValueError: If ``ref_logp`` is None while ``kl_coef != 0``.
+        ValueError: If ``ref_logp`` is None while ``kl_coef != 0``, if ``loss_agg`` is unknown,
+            or if ``kl_estimator`` is unknown while ``ref_logp`` is given.
     """
-    loss, metrics = policy_loss(logp, old_logp, advantages, mask, clip_eps=clip_eps, weights=weights)
+    loss, metrics = policy_loss(logp, old_logp, advantages, mask, clip_eps=clip_eps, weights=weights,
+                                loss_agg=loss_agg)
     metrics["policy_loss"] = loss.item()
     if ref_logp is None:
         if kl_coef != 0:
             raise ValueError(f"kl_coef is {kl_coef} but no reference log-probs were given.")
     else:
-        kl = masked_mean(kl_penalty(logp, ref_logp.detach(), kind="k3"), mask)
+        kl = aggregate_loss(kl_penalty(logp, ref_logp.detach(), kind=kl_estimator), mask, mode=loss_agg)
         loss = loss + kl_coef * kl
         metrics["kl"] = kl.item()
     metrics["loss"] = loss.item()

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from envs.types import Task, Trajectory
 from rewards import score_batch
-from rl.algorithms import grpo_advantages
+from rl.algorithms import KL_KINDS, grpo_advantages
+from rl.estimators import LOSS_AGG_MODES, reinforce_pp_advantages
 from rl.batch import TokenBatch
 from rollout.actors import broadcast, map_actors
 from rollout.engines.base import SamplingParams, derive_seed
@@ -61,11 +62,27 @@ class GRPOConfig:
     the ratio's denominator is then the engine's behaviour log-probs."""
     scale_by_std: bool = True
     """Divide group-centred rewards by the group std (False: Dr. GRPO)."""
+    advantage_estimator: str = "grpo"
+    """``grpo`` (group-relative, KL as a loss term) or ``reinforce_pp`` (REINFORCE++: the k1 KL to the
+    reference is a per-token penalty in the reward, returns are normalised over the whole batch)."""
+    loss_agg: str = "token-mean"
+    """How the loss averages tokens: ``token-mean`` (DAPO), ``seq-mean-token-sum`` or ``seq-mean-token-mean``."""
+    kl_estimator: str = "k3"
+    """KL loss term's estimator: ``k1``, ``k2`` or ``k3``."""
     save_every: int = 1
     """Checkpoint every this many rounds (and after the last)."""
     keep_last: int = 2
     """Checkpoints kept (older step folders are deleted)."""
 
+    def __post_init__(self):
+        for name, value, allowed in (("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS),
+                                     ("loss_agg", self.loss_agg, LOSS_AGG_MODES),
+                                     ("kl_estimator", self.kl_estimator, KL_KINDS)):
+            if value not in allowed:
+                raise ValueError(f"unknown grpo.{name} '{value}'; use one of {', '.join(allowed)}")
+
+
+ADVANTAGE_ESTIMATORS = ("grpo", "reinforce_pp")
 
 STEP_PHASES = ("perf/rollout_seconds", "perf/reference_seconds", "perf/update_seconds", "perf/weight_sync_seconds",
                "perf/checkpoint_seconds")
@@ -161,11 +178,15 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
                 with timed(split, "perf/reference_seconds"):
                     batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
                         batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
+            kl_coef = config.kl_coef
+            if config.advantage_estimator == "reinforce_pp":
+                batch, kl_coef = reinforce_pp_batch(batch, rewards, kl_coef=config.kl_coef), 0.0
             with timed(split, "perf/update_seconds"):
-                metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=config.kl_coef,
+                metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=kl_coef,
                                          temperature=config.temperature, micro_batch_size=config.micro_batch_size,
                                          mini_batches=config.mini_batches, epochs=config.epochs,
-                                         tis_cap=config.tis_cap, behaviour_logprobs=config.one_step_off_policy)
+                                         tis_cap=config.tis_cap, behaviour_logprobs=config.one_step_off_policy,
+                                         loss_agg=config.loss_agg, kl_estimator=config.kl_estimator)
             if ahead is not None:
                 with timed(split, "perf/rollout_seconds"):
                     wait([ahead[0]])  # the rollouts ahead finish on the weights they started with
@@ -208,6 +229,16 @@ def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *,
     return TokenBatch.from_sequences([t.token_ids for t in trajectories], [t.loss_mask for t in trajectories],
                                      pad_id=pad_id, rollout_logprobs=[t.logprobs for t in trajectories],
                                      advantages=advantages)
+
+
+def reinforce_pp_batch(batch: TokenBatch, rewards: torch.Tensor, *, kl_coef: float) -> TokenBatch:
+    """The batch with REINFORCE++ advantages: each episode's reward on its last policy token, minus
+    ``kl_coef`` times the k1 KL (sampler log-prob minus reference log-prob) on every policy token,
+    summed to the end and whitened over the batch. The KL is then in the advantages, not the loss."""
+    mask = batch.policy_mask
+    kl = None if batch.ref_logprobs is None else (batch.rollout_logprobs - batch.ref_logprobs) * mask
+    advantages = reinforce_pp_advantages(rewards, mask, kl=kl, kl_coef=kl_coef if kl is not None else 0.0)
+    return dataclasses.replace(batch, advantages=advantages)
 
 
 def group_rewards(trajectories: Sequence[Trajectory]) -> dict[str, set[float]]:

@@ -1,12 +1,14 @@
 """Learner: the trainable policy (LoRA or full), its optimizer, and the SFT and GRPO updates.
 
 A plain class (a Ray actor in the driver). It holds no reference model: the KL term reads the
-batch's ``ref_logprobs``, scored beforehand by ``rl.reference.ReferenceModel``.
+batch's ``ref_logprobs``, scored beforehand by ``rl.reference.ReferenceModel``. Several learners
+form one torch.distributed group (``rl.learner_group``): each takes a share of a batch's rows, and
+its ``rl.strategy.Strategy`` (DDP or DeepSpeed ZeRO) reduces their gradients, so the group steps as
+one learner would on the whole batch.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,8 +17,9 @@ import torch
 
 from rl.algorithms import grpo_loss, masked_mean, truncated_importance_weights
 from rl.batch import TokenBatch
-from rl.checkpoints import save_checkpoint
-from rl.logprobs import batch_logprobs, masked_token_logprobs
+from rl.checkpoints import save_checkpoint, step_dir
+from rl.logprobs import PolicyLogits, batch_logprobs, masked_token_logprobs
+from rl.strategy import LearnerConfig, Strategy, distributed, free_port, init_process_group, resolve_backend
 from rollout.policy import LoraSettings, load_policy, trainable_state
 
 
@@ -26,64 +29,90 @@ class Learner:
     Args:
         model_name: base model name or folder (``rollout.models.resolve_model``).
         lora: adapter shape; None fine-tunes every weight.
-        lr: AdamW learning rate.
+        lr: peak AdamW learning rate.
         adapter_dir: start from this checkpoint (e.g. the SFT result): adapter or full weights.
         num_threads: torch CPU threads.
-        max_grad_norm: gradient clipping.
-        seed: torch seed.
+        seed: torch seed (the same on every learner of a group, so they start alike).
         bf16: bfloat16 autocast for matmuls (weights and optimizer stay fp32).
         device: ``cpu`` or ``cuda``; the weights it hands out are always on the CPU.
+        config: strategy, optimizer, schedule and clipping (``rl.strategy.LearnerConfig``).
+        total_steps: optimizer steps the learning-rate schedule spans.
+        rank: this learner's rank in its group of ``config.num_learners``.
+        master: address and port of rank 0's process group, when the group has several learners.
     """
 
     OPTIMIZER_FILE = "optimizer.pt"
 
     def __init__(self, *, model_name: str, lora: LoraSettings | None, lr: float, adapter_dir: str | Path | None = None,
-                 num_threads: int | None = None, max_grad_norm: float = 1.0, seed: int = 0, bf16: bool = True,
-                 device: str = "cpu"):
+                 num_threads: int | None = None, seed: int = 0, bf16: bool = True, device: str = "cpu",
+                 config: LearnerConfig = LearnerConfig(), total_steps: int = 0, rank: int = 0,
+                 master: tuple[str, int] | None = None):
         if num_threads:
             torch.set_num_threads(num_threads)
         torch.manual_seed(seed)
         self.device = torch.device(device)
+        self.rank = rank
+        if config.strategy != "torch" and not distributed():  # DDP and DeepSpeed need a group, even of one
+            if master is None and config.num_learners > 1:
+                raise ValueError(f"a group of {config.num_learners} learners needs its master (address, port)")
+            address, port = master or ("127.0.0.1", free_port())
+            init_process_group(rank=rank, world_size=config.num_learners, address=address, port=port,
+                               backend=resolve_backend(config.backend, self.device))
         self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True,
                                                  device=device)
         self.model.train()
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0)
-        self.max_grad_norm = max_grad_norm
+        self.strategy = Strategy(PolicyLogits(self.model), self.parameters, lr=lr, config=config,
+                                 total_steps=total_steps, device=self.device)
         self.pad_id = self.tokenizer.pad_token_id
         self.bf16 = bf16
 
     def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, micro_batch_size: int = 4) -> torch.Tensor:
         """The current policy's log-prob of each policy token of ``batch`` (0 elsewhere), ``[B, T]``, no gradient."""
-        return batch_logprobs(self.model, batch.to(self.device), temperature=temperature,
+        return batch_logprobs(self.strategy.module, batch.to(self.device), temperature=temperature,
                               micro_batch_size=micro_batch_size, bf16=self.bf16)
 
     def sft_step(self, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]) -> dict[str, float]:
-        """One optimizer step of masked next-token cross-entropy (assistant tokens only)."""
+        """One optimizer step of masked next-token cross-entropy (assistant tokens only; in a group,
+        the mean over every learner's tokens)."""
         started = time.perf_counter()
         batch = TokenBatch.from_sequences(sequences, masks, pad_id=self.pad_id).to(self.device)
         mask = batch.policy_mask
-        logp = masked_token_logprobs(self.model, batch.input_ids, batch.attention_mask, mask, bf16=self.bf16)
-        loss = -masked_mean(logp, mask)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
-        self.optimizer.step()
+        logp = masked_token_logprobs(self.strategy.module, batch.input_ids, batch.attention_mask, mask, bf16=self.bf16)
+        loss = -masked_mean(logp, mask) * self._share(batch.num_tokens, self._group_sum(batch.num_tokens))
+        self.strategy.backward(loss)
+        grad_norm = self.strategy.step()
         tokens = int(batch.attention_mask.sum())
-        return {"train/loss": loss.item(), "train/grad_norm": float(grad_norm),
+        return {"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/lr": self.strategy.learning_rate(),
                 "perf/tokens_per_s": tokens / (time.perf_counter() - started)}
+
+    def _group_sum(self, count: int) -> int:
+        """``count`` summed over the group's learners (``count`` alone for one learner)."""
+        if not distributed():
+            return count
+        total = torch.tensor([count], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(total)
+        return int(total.item())
+
+    def _share(self, units: int, group_units: int) -> float:
+        """What a part with ``units`` (tokens, or sequences) weighs in a step's mean loss over
+        ``group_units``; the group's gradient reduction averages over its learners, hence the
+        factor of their number."""
+        return units * self.strategy.world_size / max(group_units, 1)
 
     def update(self, batch: TokenBatch, *, clip_eps: float, kl_coef: float, temperature: float,
                micro_batch_size: int = 4, mini_batches: int = 1, epochs: int = 1,
-               tis_cap: float | None = None, behaviour_logprobs: bool = False) -> dict[str, float]:
+               tis_cap: float | None = None, behaviour_logprobs: bool = False, loss_agg: str = "token-mean",
+               kl_estimator: str = "k3") -> dict[str, float]:
         """GRPO/PPO update on a scored batch: ``epochs`` passes of ``mini_batches`` optimizer steps each.
 
         The old log-probs (the ratio's denominator) are the policy's before the first step, under
         the sampling temperature; with a single step they come from that step's own forward pass.
         With ``behaviour_logprobs`` they are the sampler's own (``batch.rollout_logprobs``): the
         policy that generated the batch, when it lags the learner (one-step off-policy).
-        Each mini-batch (consecutive rows) takes one optimizer step on its token-level mean loss,
-        accumulated over micro-batches of ``micro_batch_size`` rows weighted by their tokens.
+        Each mini-batch (consecutive rows) takes one optimizer step on its mean loss (over tokens, or
+        over sequences: ``loss_agg``), accumulated over micro-batches of ``micro_batch_size`` rows
+        weighted by their tokens (or sequences).
 
         Args:
             batch: tokens, advantages and rollout log-probs; ``ref_logprobs`` when ``kl_coef != 0``.
@@ -97,6 +126,8 @@ class Learner:
                 ``min(exp(old - rollout_logprobs), tis_cap)`` (sampler != learner correction);
                 needs the sampler's ``rollout_logprobs``.
             behaviour_logprobs: take the ratio's denominator from ``batch.rollout_logprobs``.
+            loss_agg: how the loss averages tokens (``rl.estimators.LOSS_AGG_MODES``).
+            kl_estimator: ``k1``, ``k2`` or ``k3`` (``rl.algorithms.kl_penalty``).
 
         Returns:
             ``train/*`` metrics averaged over the optimizer steps (``loss``, ``policy_loss``,
@@ -120,6 +151,7 @@ class Learner:
             raise ValueError(f"need 1 <= mini_batches <= {len(batch)} (the batch's rows) and epochs >= 1, "
                              f"got mini_batches={mini_batches}, epochs={epochs}")
         batch = batch.to(self.device)
+        alone = not distributed()  # in a group every learner takes every step, even with nothing to learn
         # A single step runs on the policy before the update itself: its own forward pass gives the
         # learner's log-probs, saving a pass. Otherwise they are taken once, before any step moves the policy.
         single_step = mini_batches == 1 and epochs == 1
@@ -130,17 +162,19 @@ class Learner:
         for _ in range(epochs):
             for rows in torch.arange(len(batch), device=self.device).tensor_split(mini_batches):
                 mini_batch = batch.rows(rows)
-                if mini_batch.num_tokens == 0:
+                if alone and mini_batch.num_tokens == 0:
                     continue
                 metrics, step_logprobs = self._step(
                     mini_batch, None if old_logprobs is None else old_logprobs[rows], clip_eps=clip_eps,
-                    kl_coef=kl_coef, temperature=temperature, micro_batch_size=micro_batch_size, tis_cap=tis_cap)
+                    kl_coef=kl_coef, temperature=temperature, micro_batch_size=micro_batch_size, tis_cap=tis_cap,
+                    loss_agg=loss_agg, kl_estimator=kl_estimator)
                 history.append(metrics)
         if single_step:
             policy_logprobs = step_logprobs
             old_logprobs = policy_logprobs if old_logprobs is None else old_logprobs
         metrics = {f"train/{key}": sum(m[key] for m in history) / len(history) for key in history[0]}
         metrics["train/optimizer_steps"] = float(len(history))
+        metrics["train/lr"] = self.strategy.learning_rate()
         mask = batch.policy_mask
         metrics["train/logprob_mismatch"] = masked_mean((batch.rollout_logprobs - policy_logprobs).abs(), mask).item()
         if tis_cap is not None:
@@ -151,34 +185,39 @@ class Learner:
         return metrics
 
     def _step(self, batch: TokenBatch, old_logprobs: torch.Tensor | None, *, clip_eps: float, kl_coef: float,
-              temperature: float, micro_batch_size: int, tis_cap: float | None):
+              temperature: float, micro_batch_size: int, tis_cap: float | None, loss_agg: str, kl_estimator: str):
         """One optimizer step on ``batch``; old log-probs None: this forward pass's own (detached).
 
         Returns the step's metrics and the policy's log-probs before the step, ``[b, T]``.
         """
-        self.optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         policy_logprobs = []
-        for start in range(0, len(batch), micro_batch_size):
+        def units(part: TokenBatch) -> int:  # what the step's loss averages over
+            return part.num_tokens if loss_agg == "token-mean" else int((part.policy_mask.sum(dim=1) > 0).sum())
+
+        group_units = self._group_sum(units(batch))
+        starts = range(0, len(batch), micro_batch_size)
+        for start in starts:
             part = batch.rows(slice(start, start + micro_batch_size))
             mask = part.policy_mask
-            if part.num_tokens == 0:
+            # In a group every learner runs as many backward passes as the others (each one may reduce).
+            if part.num_tokens == 0 and not distributed():
                 policy_logprobs.append(torch.zeros_like(mask, dtype=torch.float32))
                 continue
-            logp = masked_token_logprobs(self.model, part.input_ids, part.attention_mask, mask,
+            logp = masked_token_logprobs(self.strategy.module, part.input_ids, part.attention_mask, mask,
                                          temperature=temperature, bf16=self.bf16)
             policy_logprobs.append(logp.detach())
             old = logp.detach() if old_logprobs is None else old_logprobs[start : start + micro_batch_size]
             weights = None if tis_cap is None else truncated_importance_weights(old, part.rollout_logprobs,
                                                                                 cap=tis_cap)
             loss, metrics = grpo_loss(logp, old, part.ref_logprobs, part.advantages, mask, clip_eps=clip_eps,
-                                      kl_coef=kl_coef, weights=weights)
-            share = part.num_tokens / batch.num_tokens  # the step's loss is a mean over all its tokens
-            (loss * share).backward()
+                                      kl_coef=kl_coef, weights=weights, loss_agg=loss_agg, kl_estimator=kl_estimator)
+            share = self._share(units(part), group_units)  # the step's loss is a mean over all of them
+            with self.strategy.no_sync(start != starts[-1]):  # DDP reduces in a step's last backward
+                self.strategy.backward(loss * share)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * share
-        sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm))
-        self.optimizer.step()
+        sums["grad_norm"] = self.strategy.step()
         return sums, torch.cat(policy_logprobs)
 
     def pad_token_id(self) -> int:
@@ -186,29 +225,60 @@ class Learner:
         return self.pad_id
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Current trained weights (LoRA, or all), for the rollout workers."""
-        return trainable_state(self.model)
+        """Current trained weights (LoRA, or all), for the rollout workers (in a group, every learner
+        returns them whole)."""
+        with self.strategy.gathered():
+            return trainable_state(self.model)
+
+    def optimizer_file(self, rank: int | None = None) -> str:
+        """Where a learner (this one by default) keeps its optimizer state in a checkpoint: each
+        keeps its own ZeRO partition."""
+        rank = self.rank if rank is None else rank
+        return self.OPTIMIZER_FILE if rank == 0 else f"optimizer-rank{rank}.pt"
 
     def save(self, path: str | Path, *, with_optimizer: bool = False) -> str:
         """Saves the adapter (or the full model) as safetensors, with the tokenizer, and optionally
-        the optimizer state (to resume training); returns the folder."""
+        the optimizer state (to resume training); returns the folder. In a group every learner
+        calls it: the first writes the weights, each writes its optimizer state."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        with self.strategy.gathered():
+            if self.rank == 0:
+                self.model.save_pretrained(path, safe_serialization=True)
+                self.tokenizer.save_pretrained(path)
         if with_optimizer:
-            torch.save(self.optimizer.state_dict(), path / self.OPTIMIZER_FILE)
+            torch.save(self.strategy.optimizer_state(), path / self.optimizer_file())
+        if distributed():
+            torch.distributed.barrier()
         return str(path)
 
     def save_checkpoint(self, root: str | Path, step: int, trainer_state: dict, *, keep_last: int) -> str:
         """Writes ``root/step-NNNNNN`` atomically (weights, optimizer, ``trainer_state.json`` with the
-        step), keeping the last ``keep_last``; see ``rl.checkpoints``. Returns the folder."""
-        write = functools.partial(self.save, with_optimizer=True)
-        return str(save_checkpoint(root, step, write, trainer_state, keep_last=keep_last))
+        step), keeping the last ``keep_last``; see ``rl.checkpoints``. Returns the folder. In a group
+        every learner calls it: the first renames the folder in once all have written into it."""
+        if self.rank != 0:
+            folder = [None]
+            torch.distributed.broadcast_object_list(folder, src=0)
+            self.save(folder[0], with_optimizer=True)
+            torch.distributed.barrier()  # the first learner has renamed it
+            return str(step_dir(root, step))
+
+        def write(folder: Path) -> None:
+            if distributed():
+                torch.distributed.broadcast_object_list([str(folder)], src=0)
+            self.save(folder, with_optimizer=True)
+
+        saved = save_checkpoint(root, step, write, trainer_state, keep_last=keep_last)
+        if distributed():
+            torch.distributed.barrier()
+        return str(saved)
 
     def load_optimizer(self, path: str | Path) -> None:
-        """Restores the optimizer state saved with ``save(..., with_optimizer=True)``."""
-        file = Path(path) / self.OPTIMIZER_FILE
-        if not file.is_file():
-            raise FileNotFoundError(f"no optimizer state in {path} ({self.OPTIMIZER_FILE} missing)")
-        self.optimizer.load_state_dict(torch.load(file, map_location=self.device))
+        """Restores the optimizer and schedule state saved with ``save(..., with_optimizer=True)``
+        (tensors and plain containers only: loading runs no pickled code)."""
+        files = [Path(path) / self.optimizer_file(rank) for rank in range(self.strategy.world_size)]
+        for file in files:
+            if not file.is_file():
+                raise FileNotFoundError(f"no optimizer state in {path} ({file.name} missing)")
+        states = [torch.load(file, map_location=self.device, weights_only=True) for file in files]
+        self.strategy.load_optimizer_state(states, self.rank)

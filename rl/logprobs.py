@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rl.algorithms import token_logprobs
 from rl.batch import TokenBatch
+
+
+class PolicyLogits(nn.Module):
+    """A causal LM's logits at selected positions only: the module a learner trains through (and
+    that DDP or DeepSpeed wrap), since their gradient reduction hooks into the module called."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, select: Tensor) -> Tensor:
+        """Logits predicting token t+1 at each position t where ``select[:, t]`` (``[B, T-1]``), ``[N, V]``."""
+        language_model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = language_model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return language_model.get_output_embeddings()(hidden[:, :-1][select])
 
 
 def masked_token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor, *,
@@ -21,7 +36,8 @@ def masked_token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, loss
     every row are not run through the model at all. Differentiable when grad is enabled.
 
     Args:
-        model: A causal LM (``transformers``) or a peft model wrapping one.
+        model: A causal LM (``transformers``), a peft model wrapping one, or a :class:`PolicyLogits`
+            (possibly wrapped by DDP or DeepSpeed).
         input_ids: ``[B, T]`` token ids, right-padded.
         attention_mask: ``[B, T]``, 1 on real tokens.
         loss_mask: ``[B, T]``, non-zero on the tokens to score.
@@ -31,14 +47,14 @@ def masked_token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, loss
     Returns:
         ``[B, T]`` float32 log-probs on ``input_ids``'s device.
     """
-    language_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    is_language_model = hasattr(model, "get_decoder") or hasattr(model, "get_base_model")
+    logits_at = PolicyLogits(model) if is_language_model else model
     full_width = input_ids.shape[1]
     width = int(attention_mask.any(dim=0).nonzero().max()) + 1 if attention_mask.any() else 1
     input_ids, attention_mask = input_ids[:, :width], attention_mask[:, :width]
     select = loss_mask[:, 1:width] != 0
     with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        hidden = language_model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = language_model.get_output_embeddings()(hidden[:, :-1][select]).float()
+        logits = logits_at(input_ids, attention_mask, select).float()
     if temperature != 1.0:
         logits = logits / temperature
     chosen = token_logprobs(logits.unsqueeze(0), input_ids[:, 1:][select].unsqueeze(0)).squeeze(0)

@@ -63,13 +63,21 @@ def _bound(actor: Any, method: Callable[..., Any]) -> Callable[..., Any]:
     return getattr(actor, method.__name__)
 
 
-def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, num_gpus: float = 0, **kwargs: Any) -> list[Remote]:
+def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, num_gpus: float = 0,
+          placement: tuple[Any, int] | None = None, **kwargs: Any) -> list[Remote]:
     """Starts ``count`` actors of a plain role class (which stays usable without Ray); ``num_gpus``
-    may be a fraction, so several roles share one GPU."""
+    may be a fraction, so several roles share one GPU. ``placement`` (a Ray placement group and a
+    bundle index) pins them to that bundle's node and resources."""
     import ray
 
     init_ray()
-    remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls)
+    options: dict[str, Any] = {}
+    if placement is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group, bundle = placement
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=bundle)
+    remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls).options(**options)
     return [Remote(remote_cls.remote(*args, **kwargs), cls) for _ in range(count)]
 
 

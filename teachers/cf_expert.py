@@ -32,8 +32,7 @@ class CFExpertTeacher:
         catalog: the items the ids refer to.
         tools: tools the planner uses: analysis tools (user_info, user_history) and at least one
             signal tool (``envs.signals.SIGNAL_NAMES``).
-        weights: fusion weight of each signal tool (missing ones weigh 1; all 1 is plain Borda); a
-            signal weighed 0 is not called.
+        weights: fusion weight of each signal tool (missing ones weigh 1; all 1 is plain Borda).
         num_recommend: how many ids the final ``<recommend>`` lists.
     """
 
@@ -43,16 +42,13 @@ class CFExpertTeacher:
                  weights: Mapping[str, float] | None = None, num_recommend: int = 5):
         self.catalog = catalog
         self.tools = list(tools)
-        signal_tools = [t for t in self.tools if t in SIGNAL_NAMES]
-        if not signal_tools:
+        self.ranking_tools = [t for t in self.tools if t in SIGNAL_NAMES]
+        if not self.ranking_tools:
             raise ValueError(f"the teacher needs at least one signal tool out of {list(SIGNAL_NAMES)}")
         weights = dict(weights or {})
-        # The planner skips the signals the fusion weighs 0: they would not change the ranking, and
-        # each call lengthens the demonstration the student learns from.
-        self.ranking_tools = [t for t in signal_tools if weights.get(t, 1.0) > 0]
-        if not self.ranking_tools:
-            raise ValueError(f"every fusion weight of {signal_tools} is 0: nothing would rank")
         self.weights = np.array([weights.get(t, 1.0) for t in self.ranking_tools])
+        if not self.weights.any():
+            raise ValueError(f"every fusion weight of {self.ranking_tools} is 0: nothing would rank")
         analysis_tools = [t for t in self.tools if t not in SIGNAL_NAMES]
         # Planner: analysts first (profile, interests), then the ranking signals, then the answer.
         self.plan = [analysis_tools, self.ranking_tools] if analysis_tools else [self.ranking_tools]
@@ -97,7 +93,8 @@ class CFExpertTeacher:
 
     def _reflect(self, ranking: list[str], rankings: Mapping[str, Sequence[str]]) -> str:
         top = ranking[0]
-        agreeing = [tool for tool, ranked in rankings.items() if list(ranked[:1]) == [top]]
+        weight = dict(zip(self.ranking_tools, self.weights))
+        agreeing = [tool for tool, ranked in rankings.items() if list(ranked[:1]) == [top] and weight[tool] > 0]
         if agreeing:
             return f"{top} leads {', '.join(agreeing)}."
         return f"{top} ranks high across the signals."

@@ -5,8 +5,8 @@ gets ``num_candidates - p`` points from that signal, an unlisted one 0. The fuse
 weighted sum of points; ties keep the order the candidates were shown in. Weights are fitted by
 coordinate ascent on validation tasks (never held-out ones), starting from the best single signal,
 so on the validation split the fusion is never worse than any one signal it reads. A fusion that
-beats that signal by less than a margin is not adopted: on ml-100k the CF signals gain a little on
-the second-to-last items and lose it on the last ones, so a small validation gain does not carry over.
+beats that signal by less than an optional margin is not adopted (on ml-100k the CF signals gain a
+little on the second-to-last items and lose it on the last ones).
 """
 
 from __future__ import annotations

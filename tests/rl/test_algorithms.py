@@ -248,6 +248,39 @@ def test_policy_loss_weights_scale_each_token():
     torch.testing.assert_close(logp.grad, torch.tensor([[0.0, -0.125], [0.375, 0.0]]))
 
 
+# Two sequences with 1 and 3 policy tokens, ratio 1 everywhere, A = [2, -1]:
+# per-token losses -A * ratio: row 0 [-2], row 1 [1, 1, 1]; the gradient of a token is -A times its weight.
+@pytest.mark.parametrize(
+    ("loss_agg", "expected_loss", "row0_grad", "row1_grad"),
+    [
+        # (-2 + 3) / 4 tokens; each token weighs 1/4
+        ("token-mean", 0.25, -2 / 4, 1 / 4),
+        # row sums -2 and 3 over 2 rows; each token weighs 1/2
+        ("seq-mean-token-sum", 0.5, -2 / 2, 1 / 2),
+        # row means -2 and 1 over 2 rows; row 0's token weighs 1/2, row 1's tokens 1/6
+        ("seq-mean-token-mean", -0.5, -2 / 2, 1 / 6),
+    ],
+)
+def test_policy_loss_aggregation_modes_by_hand(loss_agg, expected_loss, row0_grad, row1_grad):
+    logp = torch.zeros(2, 3, requires_grad=True)
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1]])
+    loss, metrics = policy_loss(logp, torch.zeros(2, 3), torch.tensor([2.0, -1.0]), mask, loss_agg=loss_agg)
+    assert loss.item() == pytest.approx(expected_loss)
+    assert metrics == {"clip_frac": 0.0, "ratio_mean": 1.0}
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[row0_grad, 0.0, 0.0], [row1_grad] * 3]))
+
+
+def test_policy_loss_default_aggregation_is_token_mean():
+    logp, old_logp = make_logps()
+    mask = torch.tensor([[1, 1], [1, 0]])
+    default, _ = policy_loss(logp, old_logp, ADVANTAGES, mask)
+    token_mean, _ = policy_loss(logp, old_logp, ADVANTAGES, mask, loss_agg="token-mean")
+    assert torch.equal(default, token_mean)
+    with pytest.raises(ValueError, match="'seq-sum'"):
+        policy_loss(logp, old_logp, ADVANTAGES, mask, loss_agg="seq-sum")
+
+
 def test_truncated_importance_weights_by_hand():
     old_logp = torch.tensor([[-1.0, -2.0, -0.5]])
     sampler_logp = torch.tensor([[-1.0, -1.0, -2.0]])
@@ -311,6 +344,55 @@ def test_grpo_loss_by_hand():
     torch.testing.assert_close(
         logp.grad, torch.tensor([[0.0125, -0.1125], [0.7625, 0.0125]])
     )
+
+
+def test_grpo_loss_with_k1_and_k2_estimators_by_hand():
+    # ref = logp - log 2 on every token, so log_r = ref - logp = -log 2
+    logp, old_logp = make_logps()
+    ref_logp = logp.detach() - math.log(2)
+    loss, metrics = grpo_loss(
+        logp, old_logp, ref_logp, ADVANTAGES, torch.ones(2, 2), clip_eps=0.2, kl_coef=0.1, kl_estimator="k1"
+    )
+    # k1 = -log_r = log 2 = 0.693147
+    assert metrics["kl"] == pytest.approx(0.693147, abs=1e-6)
+    assert loss.item() == pytest.approx(0.725 + 0.1 * 0.693147, abs=1e-6)
+    loss.backward()
+    # d(k1)/dlogp = 1: policy grads plus 0.1 * 1 / 4 = 0.025
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.025, -0.1], [0.775, 0.025]]))
+
+    logp, old_logp = make_logps()
+    loss, metrics = grpo_loss(
+        logp, old_logp, ref_logp, ADVANTAGES, torch.ones(2, 2), clip_eps=0.2, kl_coef=0.1, kl_estimator="k2"
+    )
+    # k2 = 0.5 * (log 2)^2 = 0.240227
+    assert metrics["kl"] == pytest.approx(0.240227, abs=1e-6)
+    assert loss.item() == pytest.approx(0.725 + 0.1 * 0.240227, abs=1e-6)
+    loss.backward()
+    # d(k2)/dlogp = -log_r = log 2: policy grads plus 0.1 * 0.693147 / 4 = 0.017329
+    torch.testing.assert_close(
+        logp.grad, torch.tensor([[0.017329, -0.107671], [0.767329, 0.017329]])
+    )
+
+
+@pytest.mark.parametrize(
+    ("loss_agg", "policy", "kl"),
+    [
+        # policy as in test_policy_loss_aggregation_modes_by_hand; k1 tokens [1] and [2, 2, 2]:
+        ("token-mean", 0.25, (1 + 2 + 2 + 2) / 4),
+        ("seq-mean-token-mean", -0.5, (1 + 2) / 2),
+    ],
+)
+def test_grpo_loss_aggregates_the_kl_term_like_the_policy_term(loss_agg, policy, kl):
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1]])
+    # k1 = logp - ref = 0 - ref; the -5 sits on a non-policy token
+    ref_logp = torch.tensor([[-1.0, -5.0, -5.0], [-2.0, -2.0, -2.0]])
+    loss, metrics = grpo_loss(
+        torch.zeros(2, 3), torch.zeros(2, 3), ref_logp, torch.tensor([2.0, -1.0]), mask, clip_eps=0.2,
+        kl_coef=0.1, loss_agg=loss_agg, kl_estimator="k1",
+    )
+    assert metrics["policy_loss"] == pytest.approx(policy)
+    assert metrics["kl"] == pytest.approx(kl)
+    assert loss.item() == pytest.approx(policy + 0.1 * kl)
 
 
 def test_grpo_loss_weights_the_policy_term_only():

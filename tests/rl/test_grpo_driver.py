@@ -152,7 +152,7 @@ def test_grpo_resumes_where_its_checkpoint_stopped_with_distinct_seeds(tiny_mode
     checkpoint = latest_checkpoint(tmp_path / "grpo")
     resumed = Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, adapter_dir=checkpoint)
     resumed.load_optimizer(checkpoint)
-    saved, loaded = stopped.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    saved, loaded = stopped.strategy.optimizer.state_dict()["state"], resumed.strategy.optimizer.state_dict()["state"]
     assert saved.keys() == loaded.keys() and all(torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"]) for k in saved)
     rest, history, _ = run(3, start_step=2, start_dir=checkpoint, root=tmp_path / "grpo")
     assert rest == uninterrupted[4:] and len(history) == 1
@@ -281,11 +281,12 @@ CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch
                                                                          reason="needs a CUDA GPU")])
 
 
+@pytest.mark.parametrize("estimator", ["grpo", "reinforce_pp"])
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path, device):
+def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path, device, estimator):
     """The whole loop (rollout, score, advantages, update, sync) on one task: after a short SFT on
     both orders of two candidates the policy is noisy (it repeats ids, swaps them, breaks tags);
-    GRPO must raise the reward of what it samples."""
+    GRPO, and REINFORCE++, must raise the reward of what it samples."""
     spec, tasks = spec_and_tasks
     tools = ["user_info", "item_info", "user_history", "item_cf", "user_cf"]
     spec = EnvSpec(spec.catalog, spec.graph, EnvConfig(max_turns=1, tools=tools), tokenizer="tiny-random")
@@ -316,7 +317,8 @@ def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, 
         return sum(t.reward for t in trajectories) / len(trajectories)
 
     before = sampled_reward()
-    config = GRPOConfig(steps=6, tasks_per_step=1, group_size=16, max_new_tokens=16, temperature=1.0)
+    config = GRPOConfig(steps=6, tasks_per_step=1, group_size=16, max_new_tokens=16, temperature=1.0,
+                        advantage_estimator=estimator)
     history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=[task], config=config,
                          reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE)
     after = sampled_reward()
@@ -342,3 +344,12 @@ class ScriptedAgent:
         from rollout.episode import AgentTurn
 
         return [AgentTurn(self.text) for _ in episodes]
+
+
+def test_grpo_settings_are_checked():
+    with pytest.raises(ValueError, match="advantage_estimator"):
+        GRPOConfig(advantage_estimator="ppo2")
+    with pytest.raises(ValueError, match="loss_agg"):
+        GRPOConfig(loss_agg="sum")
+    with pytest.raises(ValueError, match="kl_estimator"):
+        GRPOConfig(kl_estimator="k4")

@@ -181,9 +181,11 @@ def test_save_restores_the_optimizer(tiny_model_dir, tmp_path):
     folder = policy.save(tmp_path / "ckpt", with_optimizer=True)
     resumed = learner(tiny_model_dir, adapter_dir=folder)
     resumed.load_optimizer(folder)
-    saved, loaded = policy.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    saved, loaded = policy.strategy.optimizer.state_dict()["state"], resumed.strategy.optimizer.state_dict()["state"]
     assert saved.keys() == loaded.keys()
     assert all(torch.equal(saved[k]["exp_avg"], loaded[k]["exp_avg"]) for k in saved)
+    # The schedule resumes where it was: one step taken.
+    assert resumed.strategy.steps == 1 and resumed.strategy.scheduler.last_epoch == policy.strategy.scheduler.last_epoch
     with pytest.raises(FileNotFoundError, match="optimizer.pt missing"):
         resumed.load_optimizer(tmp_path / "nowhere")
 
@@ -210,3 +212,32 @@ def test_bf16_support_is_a_bool_for_every_device():
     assert bf16_supported("meta") is False
     if not torch.cuda.is_available():
         assert bf16_supported("cuda") is False
+
+
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+def test_micro_batches_weigh_parts_as_the_loss_averages(tiny_model_dir, loss_agg):
+    """One pass over 4 rows, or four passes of one row each, give the same step under each aggregation."""
+    updates = []
+    for micro_batch_size in (4, 1):
+        policy = learner(tiny_model_dir, lr=1e-2)
+        metrics = policy.update(conversation_batch(policy.tokenizer), clip_eps=0.2, kl_coef=0.0, temperature=1.0,
+                                micro_batch_size=micro_batch_size, loss_agg=loss_agg)
+        updates.append((metrics, policy.trainable_state()))
+    (whole, whole_state), (parts, parts_state) = updates
+    assert parts["train/loss"] == pytest.approx(whole["train/loss"], abs=1e-6)
+    assert parts["train/grad_norm"] == pytest.approx(whole["train/grad_norm"], rel=1e-5)
+    assert_same_adam_steps(parts_state, whole_state, lr=1e-2, steps=1)
+
+
+def assert_same_adam_steps(state, expected, *, lr: float, steps: int, atol: float = 1e-5,
+                           outlier_fraction: float = 0.005) -> None:
+    """Weights after ``steps`` AdamW steps taken on the same gradients up to summation order.
+
+    Adam divides each gradient by its running RMS, so where a gradient is near 0 (near Adam's eps)
+    a difference in its last bits moves that weight anywhere within the step size ``lr``: all but a
+    ``outlier_fraction`` of the weights must agree to ``atol``, and none by more than the steps taken.
+    """
+    assert state.keys() == expected.keys()
+    differences = torch.cat([(state[name] - weight).abs().flatten() for name, weight in expected.items()])
+    assert float(differences.max()) <= 2 * lr * steps
+    assert float((differences > atol).float().mean()) <= outlier_fraction, float(differences.max())

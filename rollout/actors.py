@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(*, address: str | None = None) -> None:
-    """Starts (or joins) Ray once. Locally, logical CPUs are at least 4 so a learner and two rollout
-    workers fit on a 2-core laptop; they take turns, so they do not oversubscribe in practice."""
+    """Starts (or joins) Ray once. Locally, logical CPUs are at least 16 so the rollout workers, a
+    group of learners and the reference all fit on a 2-core laptop (each actor reserves one); they
+    take turns, so they do not oversubscribe in practice."""
     import ray
 
     if ray.is_initialized():
@@ -27,7 +28,7 @@ def init_ray(*, address: str | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=max(os.cpu_count() or 1, 4), include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=max(os.cpu_count() or 1, 16), include_dashboard=False, log_to_driver=True)
 
 
 class Remote:

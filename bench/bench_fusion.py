@@ -34,7 +34,9 @@ def score_matrix(spec, tasks) -> tuple[np.ndarray, np.ndarray]:
         for s, name in enumerate(SIGNALS):
             by_item = spec.signals[name].scores(task.user_id, task.history, task.candidate_item_ids)
             scores[t, s] = [by_item.get(item, 0.0) for item in task.candidate_item_ids]
-    scores[~np.isfinite(scores)] = -1e3  # SASRec scores items it never saw -inf
+    # SASRec scores items it never saw -inf: just below the task's lowest finite score instead.
+    finite = np.where(np.isfinite(scores), scores, np.inf).min(axis=-1, keepdims=True)
+    scores = np.where(np.isfinite(scores), scores, np.where(np.isfinite(finite), finite, 0.0) - 1.0)
     return scores, np.array([task.candidate_item_ids.index(task.target_item_id) for task in tasks])
 
 

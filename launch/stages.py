@@ -542,9 +542,10 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 if adapter is not None and not is_checkpoint(adapter):
                     skipped[method] = f"no checkpoint at {adapter}"
                     continue
-                fingerprints, loaded = report["fingerprints"], False
-                fingerprints[method] = student_fingerprint(config, adapter)
-                if previous.get("fingerprints", {}).get(method) == fingerprints[method]:
+                fingerprints, saved, loaded = report["fingerprints"], previous.get("fingerprints", {}), False
+                weights = checkpoint_fingerprint(adapter) if adapter is not None else ""  # "": the base model
+                fingerprints[method] = student_fingerprint(config, weights)
+                if saved.get(method) == fingerprints[method]:
                     methods[method], ranks[method] = previous["methods"][method], previous["ranks"][method]
                     print(f"eval {method}: reusing its results in {out_path} (same weights and settings)")
                 else:
@@ -555,8 +556,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 if config.eval.best_of_k and method in config.eval.best_of_k_methods:
                     out_path.write_text(json.dumps(report, indent=2))
                     key = f"{method}/best_of_k"
-                    fingerprints[key] = student_fingerprint(config, adapter, best_of_k=True)
-                    if previous.get("fingerprints", {}).get(key) == fingerprints[key]:
+                    fingerprints[key] = student_fingerprint(config, weights, best_of_k=True)
+                    if saved.get(key) == fingerprints[key]:
                         best_of_k[method] = {int(k): v for k, v in previous["best_of_k"][method].items()}
                     else:
                         workers = workers if loaded else load_student(workers, config, spec, adapter)
@@ -581,12 +582,10 @@ def load_student(workers: list | None, config: RunConfig, spec: EnvSpec, adapter
     return broadcast(workers, RolloutWorker.load_checkpoint, adapter)
 
 
-def student_fingerprint(config: RunConfig, adapter: Path | None, *, best_of_k: bool = False) -> str:
-    """Digest of what a student's evaluation depends on: its weights (or the base model's name),
-    the environment, and the decoding and best-of-k settings."""
-    digest = hashlib.sha256(config.model.name.encode())
-    if adapter is not None:
-        digest.update(checkpoint_fingerprint(adapter).encode())
+def student_fingerprint(config: RunConfig, weights: str, *, best_of_k: bool = False) -> str:
+    """Digest of what a student's evaluation depends on: the model, its weights' digest (empty for
+    the base model), the environment, and the decoding and best-of-k settings."""
+    digest = hashlib.sha256(config.model.name.encode() + weights.encode())
     evaluation = asdict(config.eval)
     settings = {"env": asdict(config.env), "max_new_tokens": evaluation["max_new_tokens"], "seed": evaluation["seed"],
                 "best_of_k": {k: v for k, v in evaluation.items() if k.startswith("best_of_k")} if best_of_k else None}

@@ -20,7 +20,7 @@ import torch
 from rl.batch import TokenBatch
 from rl.learner import Learner
 from rl.strategy import LearnerConfig, free_port
-from rollout.actors import Remote, release, spawn
+from rollout.actors import Remote, init_ray, release, spawn
 
 
 def master_address() -> tuple[str, int]:
@@ -40,6 +40,14 @@ def pad_rows(batch: TokenBatch, multiple: int) -> TokenBatch:
     loss_mask = padded.loss_mask.clone()
     loss_mask[len(batch):] = 0
     return dataclasses.replace(padded, loss_mask=loss_mask)
+
+
+def group_metrics(results: Sequence[dict[str, float]], *, throughput: str) -> dict[str, float]:
+    """The learners' metrics as one: the mean of each (every learner's loss share is already scaled
+    to the group), except ``throughput``, which adds up."""
+    metrics = {key: sum(r[key] for r in results) / len(results) for key in results[0]}
+    metrics[throughput] = sum(r[throughput] for r in results)
+    return metrics
 
 
 class LearnerGroup:
@@ -71,8 +79,6 @@ class LearnerGroup:
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        from rollout.actors import init_ray
 
         init_ray()
         bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
@@ -110,10 +116,8 @@ class LearnerGroup:
         """``Learner.update`` on the whole batch: each learner takes a shard of its rows. Metrics
         are the learners' mean (each one's share of the token-mean loss is already scaled to the
         group), throughput their sum."""
-        results = self._all(Learner.update, self._shards(batch), **kwargs)
-        metrics = {key: sum(r[key] for r in results) / len(results) for key in results[0]}
-        metrics["perf/learner_tokens_per_s"] = sum(r["perf/learner_tokens_per_s"] for r in results)
-        return metrics
+        return group_metrics(self._all(Learner.update, self._shards(batch), **kwargs),
+                             throughput="perf/learner_tokens_per_s")
 
     def sft_step(self, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]) -> dict[str, float]:
         """``Learner.sft_step`` on every sequence, sharded over the learners (padded like ``update``)."""
@@ -124,9 +128,7 @@ class LearnerGroup:
         size = len(sequences) // count
         results = self._all(Learner.sft_step, [(sequences[i * size:(i + 1) * size], masks[i * size:(i + 1) * size])
                                                for i in range(count)])
-        metrics = {key: sum(r[key] for r in results) / len(results) for key in results[0]}
-        metrics["perf/tokens_per_s"] = sum(r["perf/tokens_per_s"] for r in results)
-        return metrics
+        return group_metrics(results, throughput="perf/tokens_per_s")
 
     def logprobs(self, batch: TokenBatch, **kwargs: Any) -> torch.Tensor:
         """``Learner.logprobs`` of the whole batch, computed in shards."""

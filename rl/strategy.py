@@ -184,11 +184,8 @@ class Strategy:
             self.engine.step()
             norm = self.engine.get_global_grad_norm()
             return float(norm) if norm is not None else float("nan")
-        if self.config.max_grad_norm > 0:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm))
-        else:
-            norm = float(torch.linalg.vector_norm(torch.stack([
-                torch.linalg.vector_norm(p.grad) for p in self.parameters if p.grad is not None])))
+        # An infinite bound only measures the norm (clipping off).
+        norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm or math.inf))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

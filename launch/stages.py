@@ -11,6 +11,7 @@ Signals fitted on training interactions (the sequential model) are cached in sig
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -376,9 +377,11 @@ def make_learner(config: RunConfig, *, lr: float, total_steps: int, adapter_dir:
                  config=config.learner, **kwargs)[0]
 
 
-def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path):
-    """The GRPO learner (one, or a group) and the frozen reference policy: Ray actors (or in-process
-    when ``rollout.num_workers=0``)."""
+def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, critic_dir: Path | None):
+    """The GRPO learner (one, or a group), the frozen reference policy and, for PPO, the critic
+    (from ``critic_dir``, else from ``start_dir``): Ray actors (or in-process when
+    ``rollout.num_workers=0``)."""
+    from rl.critic import Critic
     from rl.reference import ReferenceModel
 
     in_process = config.rollout.num_workers <= 0
@@ -390,11 +393,17 @@ def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path):
                            adapter_dir=start_dir, in_process=in_process)
     reference_kwargs = dict(model_name=config.model.name, checkpoint_dir=reference_dir, lora=lora_settings(config),
                             device=resolve_device(config.model.device), bf16=learner_bf16(config))
+    critic_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=grpo.critic_lr,
+                         adapter_dir=critic_dir or start_dir, seed=config.seed, device=resolve_device(config.model.device),
+                         bf16=learner_bf16(config), config=dataclasses.replace(config.learner, num_learners=1),
+                         total_steps=grpo.steps * grpo.mini_batches * grpo.epochs)
+    roles = [(ReferenceModel, reference_kwargs)] + [(Critic, critic_kwargs)] * (grpo.advantage_estimator == "gae")
     if in_process:
-        return learner, ReferenceModel(**reference_kwargs)
-    reference = spawn(ReferenceModel, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(),
-                      **reference_kwargs)[0]
-    return learner, reference
+        made = [cls(**kwargs) for cls, kwargs in roles]
+    else:  # workers idle while these run, so each may use every core
+        made = [spawn(cls, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(), **kwargs)[0]
+                for cls, kwargs in roles]
+    return learner, made[0], (made[1:] or [None])[0]
 
 
 def grpo_trainer_state(config: RunConfig, train_tasks: list[RankingTask], sft_fingerprint: str) -> dict:
@@ -435,8 +444,8 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
     The latest GRPO checkpoint of an interrupted run from the same SFT adapter is resumed.
     """
 
-    from rl.checkpoints import TRAINER_STATE, latest_checkpoint, read_trainer_state
-    from rl.grpo import train_grpo
+    from rl.checkpoints import TRAINER_STATE, latest_checkpoint, read_trainer_state, step_dir
+    from rl.grpo import critic_root, train_grpo
     from rl.learner import Learner
 
     paths = RunPaths(Path(config.run_dir))
@@ -454,17 +463,24 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
             print(f"[train] resuming after step {start_step} of {config.grpo.steps} from {resume} "
                   f"(delete {paths.grpo_checkpoints} to start over)")
         start_dir = resume or paths.sft_adapter
+        critic_dir = step_dir(critic_root(paths.grpo_checkpoints), start_step) if resume else None
+        if critic_dir is not None and config.grpo.advantage_estimator == "gae" and not critic_dir.is_dir():
+            raise FileNotFoundError(f"PPO resumes its critic from {critic_dir}, which is missing; delete "
+                                    f"{paths.grpo_checkpoints} to start over")
         workers = rollout_workers(config, spec, adapter_dir=start_dir)
-        learner, reference = grpo_roles(config, start_dir=start_dir, reference_dir=paths.sft_adapter)
+        learner, reference, critic = grpo_roles(config, start_dir=start_dir, reference_dir=paths.sft_adapter,
+                                                critic_dir=critic_dir)
         try:
             if resume:
                 learner.load_optimizer(resume)
+                if critic is not None:
+                    critic.load_optimizer(critic_dir)
             history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=train_tasks,
                                  config=config.grpo, reward_weights=config.reward.weights, seed=config.seed,
                                  checkpoint_root=paths.grpo_checkpoints, trainer_state=trainer_state, log=log,
-                                 start_step=start_step)
+                                 start_step=start_step, critic=critic)
         finally:
-            release([*workers, learner, reference])
+            release([role for role in (*workers, learner, reference, critic) if role is not None])
     shutil.rmtree(paths.final_adapter, ignore_errors=True)
     shutil.copytree(latest_checkpoint(paths.grpo_checkpoints), paths.final_adapter,
                     ignore=shutil.ignore_patterns(Learner.OPTIMIZER_FILE, TRAINER_STATE))

@@ -17,9 +17,11 @@ from tqdm import tqdm
 from envs.types import Task, Trajectory
 from rewards import score_batch
 from rl.algorithms import KL_KINDS, grpo_advantages
-from rl.estimators import LOSS_AGG_MODES, reinforce_pp_advantages
+from rl.estimators import LOSS_AGG_MODES, masked_gae, reinforce_pp_advantages, token_rewards, whiten
 from rl.batch import TokenBatch
+from rl.credit import spread_turn_advantages, turn_advantages
 from rollout.actors import broadcast, map_actors
+from rollout.agents import POLICY
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
 from rollout.worker import RolloutWorker
@@ -63,8 +65,23 @@ class GRPOConfig:
     scale_by_std: bool = True
     """Divide group-centred rewards by the group std (False: Dr. GRPO)."""
     advantage_estimator: str = "grpo"
-    """``grpo`` (group-relative, KL as a loss term) or ``reinforce_pp`` (REINFORCE++: the k1 KL to the
-    reference is a per-token penalty in the reward, returns are normalised over the whole batch)."""
+    """``grpo`` (group-relative, KL as a loss term), ``reinforce_pp`` (REINFORCE++: the k1 KL to the
+    reference is a per-token penalty in the reward, returns are normalised over the whole batch) or
+    ``gae`` (PPO: a critic's values and GAE over the policy tokens, the same per-token KL penalty,
+    advantages whitened over the batch)."""
+    credit: str = "episode"
+    """``episode``: every token of an episode shares its advantage; ``turn`` (with ``grpo``): each
+    agent turn gets its own, from its return-to-go (the env's rewards of that turn and the later
+    ones, weighted by ``reward.weights.env``, and the rest of the episode's reward at its last turn),
+    normalised among its group's episodes at the same turn index (GiGPO-style step groups)."""
+    gamma: float = 1.0
+    """PPO: discount per policy token; turn credit: discount per turn."""
+    lam: float = 0.95
+    """PPO: GAE lambda."""
+    value_clip: float | None = 0.2
+    """PPO: how far the critic's value may move from the one it scored unclipped (None: no clipping)."""
+    critic_lr: float = 1e-5
+    """PPO: the critic's learning rate."""
     loss_agg: str = "token-mean"
     """How the loss averages tokens: ``token-mean`` (DAPO), ``seq-mean-token-sum`` or ``seq-mean-token-mean``."""
     kl_estimator: str = "k3"
@@ -75,17 +92,22 @@ class GRPOConfig:
     """Checkpoints kept (older step folders are deleted)."""
 
     def __post_init__(self):
+        if self.credit == "turn" and self.advantage_estimator != "grpo":
+            raise ValueError(f"grpo.credit=turn assigns group-relative advantages: it needs "
+                             f"advantage_estimator grpo, not {self.advantage_estimator}")
         for name, value, allowed in (("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS),
+                                     ("credit", self.credit, CREDITS),
                                      ("loss_agg", self.loss_agg, LOSS_AGG_MODES),
                                      ("kl_estimator", self.kl_estimator, KL_KINDS)):
             if value not in allowed:
                 raise ValueError(f"unknown grpo.{name} '{value}'; use one of {', '.join(allowed)}")
 
 
-ADVANTAGE_ESTIMATORS = ("grpo", "reinforce_pp")
+ADVANTAGE_ESTIMATORS = ("grpo", "reinforce_pp", "gae")
+CREDITS = ("episode", "turn")
 
-STEP_PHASES = ("perf/rollout_seconds", "perf/reference_seconds", "perf/update_seconds", "perf/weight_sync_seconds",
-               "perf/checkpoint_seconds")
+STEP_PHASES = ("perf/rollout_seconds", "perf/reference_seconds", "perf/critic_seconds", "perf/update_seconds",
+               "perf/weight_sync_seconds", "perf/checkpoint_seconds")
 """The parts of ``perf/step_seconds`` each round logs (see ``train_grpo``)."""
 
 DATA_ORDER_KEYS = ("seed", "tasks_per_step", "group_size", "tasks")
@@ -95,16 +117,28 @@ DATA_ORDER_KEYS = ("seed", "tasks_per_step", "group_size", "tasks")
 def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], config: GRPOConfig,
                reward_weights: Mapping[str, float], seed: int, checkpoint_root: str | Path,
                trainer_state: dict, log: Callable[[dict, int], None] | None = None,
-               start_step: int = 0) -> list[dict[str, float]]:
-    """Runs GRPO rounds ``start_step + 1 .. config.steps`` and returns each round's metrics.
+               start_step: int = 0, critic=None) -> list[dict[str, float]]:
+    """Runs GRPO (or REINFORCE++, or PPO) rounds ``start_step + 1 .. config.steps`` and returns each
+    round's metrics.
 
     Each round: sample tasks, roll out a group per task on the workers, score, compute
     group-relative advantages, get the reference's log-probs, update the learner, push the new
-    weights to every worker, checkpoint, log. ``learner`` is a Learner, ``reference`` a
-    ReferenceModel and ``workers`` RolloutWorkers, each a plain object or a Ray ``Remote``.
+    weights to every worker, checkpoint, log. ``learner`` is a Learner (or LearnerGroup),
+    ``reference`` a ReferenceModel and ``workers`` RolloutWorkers, each a plain object or a Ray
+    ``Remote``; PPO (``advantage_estimator="gae"``) also needs a ``critic`` (``rl.critic.Critic``),
+    which scores the batch before the update and is fitted to its returns after it.
+
+    Several named policies train in one run when ``learner`` and ``reference`` are mappings from
+    role names (a planner and a caller) to each one's learner and reference: the workers hold one
+    engine per role and route each turn to its role's (``RolloutWorker(policies=...)``); each policy
+    updates on the tokens of its own turns, keeps its checkpoints under ``checkpoint_root/<role>``,
+    and logs its metrics prefixed ``<role>/``.
+
     Checkpoints are ``step-NNNNNN`` folders under ``checkpoint_root`` holding ``trainer_state``
-    and the step; resuming from one (learner and workers loaded from it, ``start_step`` its step)
-    draws the same tasks and seeds as an uninterrupted run.
+    and the step (the critic's under ``checkpoint_root/critic``, written first); resuming from one
+    (learner and workers loaded from it, ``start_step`` its step) draws the same tasks and seeds as
+    an uninterrupted run. A Ray worker that dies is restarted and given the weights the others
+    hold; the episodes it had are re-run (``rollout/worker_restarts``).
 
     With ``config.one_step_off_policy`` round t+1 rolls out (in a driver thread) while the learner
     updates on round t; the new weights reach the workers once those rollouts are done, so each
@@ -112,24 +146,77 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
 
     Each round logs where its ``perf/step_seconds`` went, timed in the driver (Ray calls included):
     ``perf/rollout_seconds`` (rolling out and scoring), ``perf/reference_seconds``,
-    ``perf/update_seconds``, ``perf/weight_sync_seconds`` and ``perf/checkpoint_seconds``; the rest
-    is advantages, batching and metrics. With ``config.one_step_off_policy`` the rollouts run beside
-    the reference and the update, so ``perf/rollout_seconds`` is only the time the driver waited for
-    them (the part the update did not hide; all of round 1's), while ``perf/rollout_tokens_per_s``
-    still spans their whole run. Where both share the cores, the reference and update seconds
-    include that contention.
+    ``perf/critic_seconds`` (PPO), ``perf/update_seconds``, ``perf/weight_sync_seconds`` and
+    ``perf/checkpoint_seconds``; the rest is advantages, batching and metrics. With
+    ``config.one_step_off_policy`` the rollouts run beside the reference and the update, so
+    ``perf/rollout_seconds`` is only the time the driver waited for them (the part the update did
+    not hide; all of round 1's), while ``perf/rollout_tokens_per_s`` still spans their whole run.
+    Where both share the cores, the reference and update seconds include that contention.
     """
+    if (config.advantage_estimator == "gae") != (critic is not None):
+        raise ValueError("advantage_estimator 'gae' (PPO) needs a critic, and only it uses one: "
+                         f"got '{config.advantage_estimator}' with critic={critic is not None}")
     rng = random.Random(seed)
     for _ in range(start_step):
         rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
     params = SamplingParams(max_new_tokens=config.max_new_tokens, temperature=config.temperature)
+    learners = dict(learner) if isinstance(learner, Mapping) else {POLICY: learner}
+    references = dict(reference) if isinstance(reference, Mapping) else {POLICY: reference}
+    if critic is not None and len(learners) > 1:
+        raise ValueError("PPO's critic serves one policy; train several policies with grpo or reinforce_pp")
+
+    def routed(name: str) -> dict[str, str]:
+        """Which of a worker's policies a weight update is for (a worker of one policy has one)."""
+        return {} if len(learners) == 1 else {"policy": name}
+
+    synced: dict[str, dict] = {}
+    """The weights last pushed to the workers, by policy (none yet: the ones they started with)."""
+
+    def revive(worker) -> None:
+        """A restarted worker starts from its first weights: it gets the ones the others hold."""
+        for name, state in synced.items():
+            worker.update_weights(state, **routed(name))
+
+    def learn(policy, policy_reference, trajectories: list[Trajectory], rewards: torch.Tensor,
+              advantages: torch.Tensor, split: dict[str, float], *, role: str | None) -> dict[str, float]:
+        """Scores one policy's tokens of the batch (those of its turns, ``role``; every policy token
+        when None) and updates it (and the critic) on them; returns the update's metrics."""
+        batch = token_batch(trajectories, advantages, pad_id=policy.pad_token_id(), role=role)
+        if config.credit == "turn":
+            per_token = turn_credit(trajectories, env_weight=reward_weights.get("env", 0.0), gamma=config.gamma,
+                                    scale_by_std=config.scale_by_std, width=batch.input_ids.shape[1])
+            batch = dataclasses.replace(batch, advantages=per_token * batch.loss_mask)
+        if config.kl_coef:
+            with timed(split, "perf/reference_seconds"):
+                batch = dataclasses.replace(batch, ref_logprobs=policy_reference.logprobs(
+                    batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
+        kl_coef = config.kl_coef
+        if config.advantage_estimator == "reinforce_pp":
+            batch, kl_coef = reinforce_pp_batch(batch, rewards, kl_coef=config.kl_coef), 0.0
+        if critic is not None:
+            with timed(split, "perf/critic_seconds"):
+                values = critic.values(batch, micro_batch_size=config.micro_batch_size)
+            (batch, returns), kl_coef = ppo_batch(batch, rewards, values, kl_coef=config.kl_coef,
+                                                  gamma=config.gamma, lam=config.lam), 0.0
+        with timed(split, "perf/update_seconds"):
+            metrics = policy.update(batch, clip_eps=config.clip_eps, kl_coef=kl_coef,
+                                    temperature=config.temperature, micro_batch_size=config.micro_batch_size,
+                                    mini_batches=config.mini_batches, epochs=config.epochs,
+                                    tis_cap=config.tis_cap, behaviour_logprobs=config.one_step_off_policy,
+                                    loss_agg=config.loss_agg, kl_estimator=config.kl_estimator)
+        if critic is not None:
+            with timed(split, "perf/critic_seconds"):
+                metrics.update(critic.update(batch, values, returns, clip_eps=config.value_clip,
+                                             micro_batch_size=config.micro_batch_size,
+                                             mini_batches=config.mini_batches, epochs=config.epochs))
+        return metrics
 
     def roll(step: int, batch_tasks: Sequence[Task], first: int) -> list[Trajectory]:
         """A scored group of episodes for each task; ``first`` numbers the step's first of these groups."""
         requests = [EpisodeRequest(task, group_id=f"{step}:{index}:{task.task_id}",
                                    seed=derive_seed(seed, step, index, sample))
                     for index, task in enumerate(batch_tasks, start=first) for sample in range(config.group_size)]
-        trajectories = map_actors(workers, RolloutWorker.rollout, requests, params=params)
+        trajectories = map_actors(workers, RolloutWorker.rollout, requests, params=params, revive=revive)
         score_batch(trajectories, reward_weights)
         return trajectories
 
@@ -173,29 +260,28 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
                 ahead = pool.submit(play, step + 1), workers_version
             rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
             advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
-            batch = token_batch(trajectories, advantages, pad_id=learner.pad_token_id())
-            if config.kl_coef:
-                with timed(split, "perf/reference_seconds"):
-                    batch = dataclasses.replace(batch, ref_logprobs=reference.logprobs(
-                        batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
-            kl_coef = config.kl_coef
-            if config.advantage_estimator == "reinforce_pp":
-                batch, kl_coef = reinforce_pp_batch(batch, rewards, kl_coef=config.kl_coef), 0.0
-            with timed(split, "perf/update_seconds"):
-                metrics = learner.update(batch, clip_eps=config.clip_eps, kl_coef=kl_coef,
-                                         temperature=config.temperature, micro_batch_size=config.micro_batch_size,
-                                         mini_batches=config.mini_batches, epochs=config.epochs,
-                                         tis_cap=config.tis_cap, behaviour_logprobs=config.one_step_off_policy,
-                                         loss_agg=config.loss_agg, kl_estimator=config.kl_estimator)
+            metrics = {}
+            for name, policy in learners.items():
+                learned = learn(policy, references.get(name), trajectories, rewards, advantages, split,
+                                role=name if len(learners) > 1 else None)
+                metrics.update({f"{name}/{key}" if len(learners) > 1 else key: v for key, v in learned.items()})
             if ahead is not None:
                 with timed(split, "perf/rollout_seconds"):
                     wait([ahead[0]])  # the rollouts ahead finish on the weights they started with
             with timed(split, "perf/weight_sync_seconds"):
-                workers = broadcast(workers, RolloutWorker.update_weights, learner.trainable_state())
+                for name, policy in learners.items():
+                    synced[name] = policy.trainable_state()
+                    workers = broadcast(workers, RolloutWorker.update_weights, synced[name], restart=True,
+                                        **routed(name))
             workers_version = step
             if step % config.save_every == 0 or step == config.steps:
                 with timed(split, "perf/checkpoint_seconds"):
-                    learner.save_checkpoint(checkpoint_root, step, trainer_state, keep_last=config.keep_last)
+                    if critic is not None:  # first: a step counts as saved once the learner's folder is there
+                        critic.save_checkpoint(critic_root(checkpoint_root), step, trainer_state,
+                                               keep_last=config.keep_last)
+                    for name, policy in learners.items():
+                        policy.save_checkpoint(policy_root(checkpoint_root, name, len(learners)), step,
+                                               trainer_state, keep_last=config.keep_last)
             metrics.update(split)
             metrics.update(episode_metrics(sampled))
             # Groups whose samples all scored the same teach nothing but the KL term.
@@ -204,6 +290,7 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
             metrics["rollout/groups_trained"] = float(len(trajectories) // config.group_size)
             # Updates the learner had made that the rollouts' weights lacked (0 on-policy, at most 1 ahead).
             metrics["rollout/policy_lag"] = float(step - 1 - behaviour_version)
+            metrics["rollout/worker_restarts"] = float(sum(getattr(w, "restarts", 0) for w in workers))
             policy_tokens = sum(sum(t.loss_mask) for t in sampled)
             metrics["perf/rollout_tokens_per_s"] = policy_tokens / max(rollout_seconds, 1e-9)
             metrics["perf/step_seconds"] = time.perf_counter() - started
@@ -223,12 +310,53 @@ def timed(seconds: dict[str, float], key: str) -> Iterator[None]:
         seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - began
 
 
-def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *, pad_id: int) -> TokenBatch:
+def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *, pad_id: int,
+                role: str | None = None) -> TokenBatch:
     """The learner's tensors: tokens, loss mask, the sampler's log-probs, and each episode's
-    advantage spread over its policy tokens."""
-    return TokenBatch.from_sequences([t.token_ids for t in trajectories], [t.loss_mask for t in trajectories],
-                                     pad_id=pad_id, rollout_logprobs=[t.logprobs for t in trajectories],
-                                     advantages=advantages)
+    advantage spread over its policy tokens (with ``role``, only over the tokens of that role's turns)."""
+    masks = [t.loss_mask if role is None else role_mask(t, role) for t in trajectories]
+    return TokenBatch.from_sequences([t.token_ids for t in trajectories], masks, pad_id=pad_id,
+                                     rollout_logprobs=[t.logprobs for t in trajectories], advantages=advantages)
+
+
+def turn_credit(trajectories: Sequence[Trajectory], *, env_weight: float, gamma: float, scale_by_std: bool,
+                width: int) -> torch.Tensor:
+    """Turn-level advantages on each agent turn's tokens, ``[B, width]`` (0 elsewhere).
+
+    Turn k of an episode is rewarded ``env_weight`` times the env's reward for it, and its last turn
+    also the rest of the episode's scored reward, so the turns' rewards add up to ``reward``; advantages
+    are ``rl.credit.turn_advantages`` of those (returns-to-go normalised per group and turn index).
+    """
+    turns = [[turn for turn in t.turns if turn.is_agent] for t in trajectories]
+    count = max(len(agent_turns) for agent_turns in turns)
+    rewards = torch.zeros(len(trajectories), count)
+    valid = torch.zeros(len(trajectories), count, dtype=torch.bool)
+    turn_of_token = torch.full((len(trajectories), width), -1, dtype=torch.long)
+    for row, (trajectory, agent_turns) in enumerate(zip(trajectories, turns)):
+        for k, turn in enumerate(agent_turns):
+            rewards[row, k] = env_weight * turn.reward
+            valid[row, k] = True
+            turn_of_token[row, turn.start : turn.end] = k
+        if agent_turns:
+            rewards[row, len(agent_turns) - 1] += trajectory.reward - float(rewards[row].sum())
+    advantages = turn_advantages(rewards, valid, [t.group_id for t in trajectories], gamma=gamma,
+                                 scale_by_std=scale_by_std)
+    return spread_turn_advantages(advantages, turn_of_token)
+
+
+def role_mask(trajectory: Trajectory, role: str) -> list[int]:
+    """``trajectory.loss_mask`` on the tokens of the turns ``role`` played, 0 elsewhere."""
+    mask = [0] * len(trajectory.loss_mask)
+    for turn in trajectory.turns:
+        if turn.role == role:
+            mask[turn.start : turn.end] = trajectory.loss_mask[turn.start : turn.end]
+    return mask
+
+
+def policy_root(checkpoint_root: str | Path, name: str, count: int) -> Path:
+    """Where a policy keeps its ``step-NNNNNN`` checkpoints: the root itself when it is the only
+    one, ``<root>/<name>`` when several policies train in one run."""
+    return Path(checkpoint_root) if count == 1 else Path(checkpoint_root) / name
 
 
 def reinforce_pp_batch(batch: TokenBatch, rewards: torch.Tensor, *, kl_coef: float) -> TokenBatch:
@@ -236,9 +364,32 @@ def reinforce_pp_batch(batch: TokenBatch, rewards: torch.Tensor, *, kl_coef: flo
     ``kl_coef`` times the k1 KL (sampler log-prob minus reference log-prob) on every policy token,
     summed to the end and whitened over the batch. The KL is then in the advantages, not the loss."""
     mask = batch.policy_mask
-    kl = None if batch.ref_logprobs is None else (batch.rollout_logprobs - batch.ref_logprobs) * mask
+    kl = sampled_kl(batch)
     advantages = reinforce_pp_advantages(rewards, mask, kl=kl, kl_coef=kl_coef if kl is not None else 0.0)
     return dataclasses.replace(batch, advantages=advantages)
+
+
+def sampled_kl(batch: TokenBatch) -> torch.Tensor | None:
+    """The k1 KL estimate of each policy token to the reference (sampler minus reference
+    log-prob), None without reference log-probs."""
+    return None if batch.ref_logprobs is None else (batch.rollout_logprobs - batch.ref_logprobs) * batch.policy_mask
+
+
+def ppo_batch(batch: TokenBatch, rewards: torch.Tensor, values: torch.Tensor, *, kl_coef: float, gamma: float,
+              lam: float) -> tuple[TokenBatch, torch.Tensor]:
+    """The batch with PPO advantages, and the critic's returns: per-token rewards (the episode's on
+    its last policy token, ``-kl_coef`` times the k1 KL to the reference on each), GAE over the
+    policy tokens with the critic's ``values``, advantages whitened over the batch."""
+    mask = batch.policy_mask
+    kl = sampled_kl(batch)
+    per_token = token_rewards(rewards, mask, kl=kl, kl_coef=kl_coef if kl is not None else 0.0)
+    advantages, returns = masked_gae(per_token, values, mask, gamma=gamma, lam=lam)
+    return dataclasses.replace(batch, advantages=whiten(advantages, mask)), returns
+
+
+def critic_root(checkpoint_root: str | Path) -> Path:
+    """Where PPO's critic keeps its ``step-NNNNNN`` checkpoints, beside the policy's."""
+    return Path(checkpoint_root) / "critic"
 
 
 def group_rewards(trajectories: Sequence[Trajectory]) -> dict[str, set[float]]:

@@ -4,7 +4,8 @@ A plain class (a Ray actor in the driver). It holds no reference model: the KL t
 batch's ``ref_logprobs``, scored beforehand by ``rl.reference.ReferenceModel``. Several learners
 form one torch.distributed group (``rl.learner_group``): each takes a share of a batch's rows, and
 its ``rl.strategy.Strategy`` (DDP or DeepSpeed ZeRO) reduces their gradients, so the group steps as
-one learner would on the whole batch.
+one learner would on the whole batch. ``TrainedModel`` is what it shares with PPO's critic
+(``rl.critic``): the model, the strategy, the process group and the checkpoints.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from rl.strategy import LearnerConfig, Strategy, distributed, free_port, init_pr
 from rollout.policy import LoraSettings, load_policy, trainable_state
 
 
-class Learner:
-    """Owns the policy being trained.
+class TrainedModel:
+    """A model trained through a strategy and saved in checkpoints: what the policy learner and the
+    critic (``rl.critic``) share.
 
     Args:
         model_name: base model name or folder (``rollout.models.resolve_model``).
@@ -61,11 +63,96 @@ class Learner:
         self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True,
                                                  device=device)
         self.model.train()
-        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.strategy = Strategy(PolicyLogits(self.model), self.parameters, lr=lr, config=config,
+        module = self.trained_module(adapter_dir)
+        self.parameters = [p for p in module.parameters() if p.requires_grad]
+        self.strategy = Strategy(module, self.parameters, lr=lr, config=config,
                                  total_steps=total_steps, device=self.device)
         self.pad_id = self.tokenizer.pad_token_id
         self.bf16 = bf16
+
+    def trained_module(self, adapter_dir: str | Path | None) -> torch.nn.Module:
+        """The module the strategy trains, and DDP or DeepSpeed wrap (built around ``self.model``)."""
+        return PolicyLogits(self.model)
+
+    def _group_sum(self, count: int) -> int:
+        """``count`` summed over the group's learners (``count`` alone for one learner)."""
+        if not distributed():
+            return count
+        total = torch.tensor([count], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(total)
+        return int(total.item())
+
+    def _share(self, units: int, group_units: int) -> float:
+        """What a part with ``units`` (tokens, or sequences) weighs in a step's mean loss over
+        ``group_units``; the group's gradient reduction averages over its learners, hence the
+        factor of their number."""
+        return units * self.strategy.world_size / max(group_units, 1)
+
+    def pad_token_id(self) -> int:
+        """The id that pads token batches for this policy."""
+        return self.pad_id
+
+    def optimizer_file(self, rank: int | None = None) -> str:
+        """Where a learner (this one by default) keeps its optimizer state in a checkpoint: each
+        keeps its own ZeRO partition."""
+        rank = self.rank if rank is None else rank
+        return self.OPTIMIZER_FILE if rank == 0 else f"optimizer-rank{rank}.pt"
+
+    def save(self, path: str | Path, *, with_optimizer: bool = False) -> str:
+        """Saves the adapter (or the full model) as safetensors, with the tokenizer, and optionally
+        the optimizer state (to resume training); returns the folder. In a group every learner
+        calls it: the first writes the weights, each writes its optimizer state."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        with self.strategy.gathered():
+            if self.rank == 0:
+                self.save_weights(path)
+        if with_optimizer:
+            torch.save(self.strategy.optimizer_state(), path / self.optimizer_file())
+        if distributed():
+            torch.distributed.barrier()
+        return str(path)
+
+    def save_weights(self, path: Path) -> None:
+        """Writes the trained weights (and the tokenizer) into ``path``."""
+        self.model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+
+    def save_checkpoint(self, root: str | Path, step: int, trainer_state: dict, *, keep_last: int) -> str:
+        """Writes ``root/step-NNNNNN`` atomically (weights, optimizer, ``trainer_state.json`` with the
+        step), keeping the last ``keep_last``; see ``rl.checkpoints``. Returns the folder. In a group
+        every learner calls it: the first renames the folder in once all have written into it."""
+        if self.rank != 0:
+            folder = [None]
+            torch.distributed.broadcast_object_list(folder, src=0)
+            self.save(folder[0], with_optimizer=True)
+            torch.distributed.barrier()  # the first learner has renamed it
+            return str(step_dir(root, step))
+
+        def write(folder: Path) -> None:
+            if distributed():
+                torch.distributed.broadcast_object_list([str(folder)], src=0)
+            self.save(folder, with_optimizer=True)
+
+        saved = save_checkpoint(root, step, write, trainer_state, keep_last=keep_last)
+        if distributed():
+            torch.distributed.barrier()
+        return str(saved)
+
+    def load_optimizer(self, path: str | Path) -> None:
+        """Restores the optimizer and schedule state saved with ``save(..., with_optimizer=True)``
+        (tensors and plain containers only: loading runs no pickled code)."""
+        files = [Path(path) / self.optimizer_file(rank) for rank in range(self.strategy.world_size)]
+        for file in files:
+            if not file.is_file():
+                raise FileNotFoundError(f"no optimizer state in {path} ({file.name} missing)")
+        states = [torch.load(file, map_location=self.device, weights_only=True) for file in files]
+        self.strategy.load_optimizer_state(states, self.rank)
+
+
+class Learner(TrainedModel):
+    """Owns the policy being trained: SFT steps, GRPO/PPO updates, the weights rollout workers need
+    (arguments: ``TrainedModel``)."""
 
     def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, micro_batch_size: int = 4) -> torch.Tensor:
         """The current policy's log-prob of each policy token of ``batch`` (0 elsewhere), ``[B, T]``, no gradient."""
@@ -85,20 +172,6 @@ class Learner:
         tokens = int(batch.attention_mask.sum())
         return {"train/loss": loss.item(), "train/grad_norm": grad_norm, "train/lr": self.strategy.learning_rate(),
                 "perf/tokens_per_s": tokens / (time.perf_counter() - started)}
-
-    def _group_sum(self, count: int) -> int:
-        """``count`` summed over the group's learners (``count`` alone for one learner)."""
-        if not distributed():
-            return count
-        total = torch.tensor([count], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(total)
-        return int(total.item())
-
-    def _share(self, units: int, group_units: int) -> float:
-        """What a part with ``units`` (tokens, or sequences) weighs in a step's mean loss over
-        ``group_units``; the group's gradient reduction averages over its learners, hence the
-        factor of their number."""
-        return units * self.strategy.world_size / max(group_units, 1)
 
     def update(self, batch: TokenBatch, *, clip_eps: float, kl_coef: float, temperature: float,
                micro_batch_size: int = 4, mini_batches: int = 1, epochs: int = 1,
@@ -220,65 +293,9 @@ class Learner:
         sums["grad_norm"] = self.strategy.step()
         return sums, torch.cat(policy_logprobs)
 
-    def pad_token_id(self) -> int:
-        """The id that pads token batches for this policy."""
-        return self.pad_id
-
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Current trained weights (LoRA, or all), for the rollout workers (in a group, every learner
         returns them whole)."""
         with self.strategy.gathered():
             return trainable_state(self.model)
 
-    def optimizer_file(self, rank: int | None = None) -> str:
-        """Where a learner (this one by default) keeps its optimizer state in a checkpoint: each
-        keeps its own ZeRO partition."""
-        rank = self.rank if rank is None else rank
-        return self.OPTIMIZER_FILE if rank == 0 else f"optimizer-rank{rank}.pt"
-
-    def save(self, path: str | Path, *, with_optimizer: bool = False) -> str:
-        """Saves the adapter (or the full model) as safetensors, with the tokenizer, and optionally
-        the optimizer state (to resume training); returns the folder. In a group every learner
-        calls it: the first writes the weights, each writes its optimizer state."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        with self.strategy.gathered():
-            if self.rank == 0:
-                self.model.save_pretrained(path, safe_serialization=True)
-                self.tokenizer.save_pretrained(path)
-        if with_optimizer:
-            torch.save(self.strategy.optimizer_state(), path / self.optimizer_file())
-        if distributed():
-            torch.distributed.barrier()
-        return str(path)
-
-    def save_checkpoint(self, root: str | Path, step: int, trainer_state: dict, *, keep_last: int) -> str:
-        """Writes ``root/step-NNNNNN`` atomically (weights, optimizer, ``trainer_state.json`` with the
-        step), keeping the last ``keep_last``; see ``rl.checkpoints``. Returns the folder. In a group
-        every learner calls it: the first renames the folder in once all have written into it."""
-        if self.rank != 0:
-            folder = [None]
-            torch.distributed.broadcast_object_list(folder, src=0)
-            self.save(folder[0], with_optimizer=True)
-            torch.distributed.barrier()  # the first learner has renamed it
-            return str(step_dir(root, step))
-
-        def write(folder: Path) -> None:
-            if distributed():
-                torch.distributed.broadcast_object_list([str(folder)], src=0)
-            self.save(folder, with_optimizer=True)
-
-        saved = save_checkpoint(root, step, write, trainer_state, keep_last=keep_last)
-        if distributed():
-            torch.distributed.barrier()
-        return str(saved)
-
-    def load_optimizer(self, path: str | Path) -> None:
-        """Restores the optimizer and schedule state saved with ``save(..., with_optimizer=True)``
-        (tensors and plain containers only: loading runs no pickled code)."""
-        files = [Path(path) / self.optimizer_file(rank) for rank in range(self.strategy.world_size)]
-        for file in files:
-            if not file.is_file():
-                raise FileNotFoundError(f"no optimizer state in {path} ({file.name} missing)")
-        states = [torch.load(file, map_location=self.device, weights_only=True) for file in files]
-        self.strategy.load_optimizer_state(states, self.rank)

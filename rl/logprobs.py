@@ -20,9 +20,18 @@ class PolicyLogits(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, select: Tensor) -> Tensor:
         """Logits predicting token t+1 at each position t where ``select[:, t]`` (``[B, T-1]``), ``[N, V]``."""
-        language_model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        hidden = language_model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return language_model.get_output_embeddings()(hidden[:, :-1][select])
+        hidden = decoder_states(self.model, input_ids, attention_mask)
+        return language_model(self.model).get_output_embeddings()(hidden[:, :-1][select])
+
+
+def language_model(model: nn.Module) -> nn.Module:
+    """The causal LM itself, under a peft wrapper if there is one."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def decoder_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """The last hidden state of a causal LM's decoder at every position, ``[B, T, H]`` (no vocabulary projection)."""
+    return language_model(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def masked_token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor, *,
@@ -48,18 +57,32 @@ def masked_token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, loss
         ``[B, T]`` float32 log-probs on ``input_ids``'s device.
     """
     is_language_model = hasattr(model, "get_decoder") or hasattr(model, "get_base_model")
-    logits_at = PolicyLogits(model) if is_language_model else model
-    full_width = input_ids.shape[1]
+    logits, select = outputs_at(PolicyLogits(model) if is_language_model else model, input_ids, attention_mask,
+                                loss_mask, bf16=bf16)
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = input_ids[:, 1 : select.shape[1] + 1][select]
+    chosen = token_logprobs(logits.unsqueeze(0), targets.unsqueeze(0)).squeeze(0)
+    return place(chosen, select, input_ids.shape[1])
+
+
+def outputs_at(module: nn.Module, input_ids: Tensor, attention_mask: Tensor, loss_mask: Tensor, *,
+               bf16: bool) -> tuple[Tensor, Tensor]:
+    """``module(input_ids, attention_mask, select)`` in float32 at the positions that predict the
+    masked tokens, and ``select`` (``[B, W-1]``, W the width without all-padding trailing columns,
+    which never run through the module). ``module`` is a :class:`PolicyLogits` or a value model."""
     width = int(attention_mask.any(dim=0).nonzero().max()) + 1 if attention_mask.any() else 1
     input_ids, attention_mask = input_ids[:, :width], attention_mask[:, :width]
     select = loss_mask[:, 1:width] != 0
     with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = logits_at(input_ids, attention_mask, select).float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    chosen = token_logprobs(logits.unsqueeze(0), input_ids[:, 1:][select].unsqueeze(0)).squeeze(0)
-    scattered = torch.zeros(select.shape, dtype=chosen.dtype, device=chosen.device).masked_scatter(select, chosen)
-    return F.pad(scattered, (1, full_width - width))
+        return module(input_ids, attention_mask, select).float(), select
+
+
+def place(values: Tensor, select: Tensor, width: int) -> Tensor:
+    """Values at the ``select``ed positions (from :func:`outputs_at`) back on the tokens they
+    describe: ``[B, width]``, 0 elsewhere (always at t = 0)."""
+    scattered = torch.zeros(select.shape, dtype=values.dtype, device=values.device).masked_scatter(select, values)
+    return F.pad(scattered, (1, width - 1 - select.shape[1]))
 
 
 @torch.no_grad()

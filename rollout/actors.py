@@ -33,11 +33,25 @@ def init_ray(*, address: str | None = None) -> None:
 
 class Remote:
     """A Ray actor of a role class, used like a plain instance: ``remote.method(...)`` runs in the
-    actor and returns its result; ``submit`` returns the Ray object ref instead, for parallel calls."""
+    actor and returns its result; ``submit`` returns the Ray object ref instead, for parallel calls.
+    ``start`` (from ``spawn``) starts a fresh actor of the same role: ``restart`` replaces a dead one."""
 
-    def __init__(self, handle: Any, cls: type):
+    def __init__(self, handle: Any, cls: type, start: Callable[[], Any] | None = None):
         self.handle = handle
         self.cls = cls
+        self.start = start
+        self.restarts = 0
+
+    def restart(self) -> None:
+        """Replaces this actor by a fresh one, built with the arguments it was spawned with (so it
+        holds their state, e.g. its starting weights, not what it was given since)."""
+        if self.start is None:
+            raise RuntimeError(f"this {self.cls.__name__} actor was not spawned here and cannot be restarted")
+        import ray
+
+        ray.kill(self.handle)  # in case it is only unreachable
+        self.handle = self.start()
+        self.restarts += 1
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not callable(getattr(self.cls, name, None)):
@@ -79,7 +93,11 @@ def spawn(cls: type, count: int, *args: Any, num_cpus: float = 1, num_gpus: floa
         group, bundle = placement
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=bundle)
     remote_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(cls).options(**options)
-    return [Remote(remote_cls.remote(*args, **kwargs), cls) for _ in range(count)]
+
+    def start() -> Any:
+        return remote_cls.remote(*args, **kwargs)
+
+    return [Remote(start(), cls, start) for _ in range(count)]
 
 
 def shard(items: Sequence[Any], count: int) -> list[list[Any]]:
@@ -93,12 +111,15 @@ def shard(items: Sequence[Any], count: int) -> list[list[Any]]:
     return shards
 
 
-def map_actors(actors: Sequence[Any], method: Callable[..., list], items: Sequence[Any], **kwargs: Any) -> list[Any]:
+def map_actors(actors: Sequence[Any], method: Callable[..., list], items: Sequence[Any], *,
+               revive: Callable[[Remote], None] | None = None, **kwargs: Any) -> list[Any]:
     """Calls ``actor.method(shard, **kwargs)`` on every actor and concatenates the results in order.
 
-    Plain objects are called one after another. For Ray actors, a shard whose actor died is
-    retried once on a live actor, so one lost worker costs time, not results; if no actor is left,
-    a RuntimeError says so.
+    Plain objects are called one after another. For Ray actors, a shard whose actor died is run
+    again, so one lost worker costs time, not results: with ``revive`` the actor is restarted,
+    ``revive(actor)`` brings it up to date (e.g. gives it the weights the others hold) and it
+    re-runs its shard; without, the shard goes to a live actor. If no actor is left, or a restarted
+    one dies too, a RuntimeError says so.
     """
     shards = shard(items, len(actors))
     if not any(isinstance(a, Remote) for a in actors):
@@ -113,6 +134,16 @@ def map_actors(actors: Sequence[Any], method: Callable[..., list], items: Sequen
         try:
             results.append(ray.get(ref))
         except RayActorError as error:
+            if revive is not None and actors[index].start is not None:
+                log.warning("worker %d died during %s (%s); restarting it to re-run its shard", index,
+                            method.__name__, error)
+                actors[index].restart()
+                try:
+                    revive(actors[index])
+                    results.append(ray.get(actors[index].submit(method, shards[index], **kwargs)))
+                except RayActorError as again:
+                    raise RuntimeError(f"worker {index} died again after a restart: {again}") from again
+                continue
             dead.add(index)
             live = [a for i, a in enumerate(actors) if i not in dead]
             if not live:
@@ -122,10 +153,12 @@ def map_actors(actors: Sequence[Any], method: Callable[..., list], items: Sequen
     return [item for part in results for item in part]
 
 
-def broadcast(actors: Sequence[Any], method: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+def broadcast(actors: Sequence[Any], method: Callable[..., Any], *args: Any, restart: bool = False,
+              **kwargs: Any) -> list[Any]:
     """Calls ``actor.method(*args, **kwargs)`` on every actor (e.g. to push new weights) and returns
-    the actors still alive: a dead Ray actor is dropped with a warning, so the run goes on with the
-    rest; if none is left, a RuntimeError says so. Arguments are stored once, not once per actor."""
+    the actors still alive: a dead Ray actor is restarted and called again with ``restart`` (and
+    one spawned here), else dropped with a warning, so the run goes on with the rest; if none is
+    left, a RuntimeError says so. Arguments are stored once, not once per actor."""
     if not any(isinstance(a, Remote) for a in actors):
         for actor in actors:
             _bound(actor, method)(*args, **kwargs)
@@ -142,6 +175,12 @@ def broadcast(actors: Sequence[Any], method: Callable[..., Any], *args: Any, **k
             live.append(actor)
         except RayActorError as error:
             last_error = error
+            if restart and actor.start is not None:
+                log.warning("worker %d died during %s (%s); restarting it", index, method.__name__, error)
+                actor.restart()
+                ray.get(actor.submit(method, *args, **kwargs))
+                live.append(actor)
+                continue
             log.warning("worker %d died during %s (%s); going on without it", index, method.__name__, error)
     if not live:
         raise RuntimeError(f"every {method.__name__} worker died; last error: {last_error}") from last_error

@@ -1,4 +1,4 @@
-"""The student as an Agent: an Engine behind a chat format."""
+"""The student as an Agent: an Engine behind a chat format; several, each playing its turns."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from rollout.chat import ChatFormat
 from rollout.engines.base import Engine, SamplingParams
 from rollout.episode import AgentTurn, Episode
+
+POLICY = "policy"
+"""The role of a run's policy when it trains one."""
 
 
 class PolicyAgent:
@@ -20,7 +23,7 @@ class PolicyAgent:
         role: the role recorded on its turns.
     """
 
-    def __init__(self, engine: Engine, chat: ChatFormat, params: SamplingParams, *, role: str = "policy"):
+    def __init__(self, engine: Engine, chat: ChatFormat, params: SamplingParams, *, role: str = POLICY):
         self.engine = engine
         self.chat = chat
         self.params = params
@@ -46,4 +49,41 @@ class PolicyAgent:
                 loss_mask=[1] * len(sampled) + [0] * len(closing),
                 logprobs=list(generation.logprobs) + [0.0] * len(closing),
             ))
+        return turns
+
+
+class RoutedAgent:
+    """Several policies playing each episode in turns (alpha-UMi's planner then caller, a MACRec
+    manager then analyst): turn k is played by ``agents[min(k, len(agents) - 1)]``, and each turn
+    records its player's role. The agents share one chat format (the same tokenizer).
+
+    Args:
+        agents: the policies, in the order they first play.
+    """
+
+    def __init__(self, agents: Sequence[PolicyAgent]):
+        if not agents:
+            raise ValueError("a routed agent needs at least one agent")
+        self.agents = list(agents)
+        self.role = "+".join(agent.role for agent in self.agents)
+
+    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self.agents[0].encode_prompt(messages)
+
+    def encode_observation(self, text: str) -> list[int]:
+        return self.agents[0].encode_observation(text)
+
+    def player(self, episode: Episode) -> PolicyAgent:
+        """The agent whose turn it is in ``episode``."""
+        played = sum(turn.is_agent for turn in episode.trajectory.turns)
+        return self.agents[min(played, len(self.agents) - 1)]
+
+    def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
+        turns: list[AgentTurn | None] = [None] * len(episodes)
+        for agent in self.agents:  # each engine generates once, for every episode it plays now
+            mine = [index for index, episode in enumerate(episodes) if self.player(episode) is agent]
+            if mine:
+                for index, turn in zip(mine, agent.act([episodes[i] for i in mine])):
+                    turn.role = agent.role
+                    turns[index] = turn
         return turns

@@ -27,12 +27,14 @@ class EpisodeRequest:
 @dataclass
 class AgentTurn:
     """What an agent said in one turn. Token lists are empty for agents without a tokenizer;
-    otherwise ``loss_mask`` is 1 on tokens the agent sampled (and is trained on)."""
+    otherwise ``loss_mask`` is 1 on tokens the agent sampled (and is trained on). ``role`` names
+    who spoke when an agent speaks through several (None: the agent's own role)."""
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     loss_mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    role: str | None = None
 
 
 @dataclass
@@ -100,7 +102,7 @@ def run_episodes(agent: Agent, envs: Sequence[Any], requests: Sequence[EpisodeRe
             trajectory.token_ids += agent_turn.token_ids
             trajectory.loss_mask += agent_turn.loss_mask
             trajectory.logprobs += agent_turn.logprobs
-            trajectory.turns.append(Turn(agent.role, agent_turn.text, start, len(trajectory.token_ids), reward,
+            trajectory.turns.append(Turn(agent_turn.role or agent.role, agent_turn.text, start, len(trajectory.token_ids), reward,
                                          info["action"], list(info["errors"])))
             episode.infos.append(info)
             if terminated or truncated:

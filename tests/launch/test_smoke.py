@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from launch.cli import main
-from rl.checkpoints import latest_checkpoint, read_trainer_state
+from rl.checkpoints import latest_checkpoint, read_trainer_state, step_dir
 
 SMOKE = [
     "data.dataset=synthetic", "data.num_negatives=4",
@@ -97,3 +97,16 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     group_rows = [r for r in rows if "reward/total" in r][-2:]
     assert all(math.isfinite(r["train/loss"]) and r["train/lr"] > 0 for r in group_rows)
+
+    # PPO: a critic actor beside the learner, checkpointed with it and resumed with it.
+    shutil.rmtree(run_dir / "grpo")
+    ppo = ["grpo.advantage_estimator=gae", "grpo.critic_lr=0.0001"]
+    assert main(["train", f"run_dir={run_dir}", *SMOKE, *ppo]) == 0
+    capsys.readouterr()
+    assert main(["train", f"run_dir={run_dir}", *SMOKE, *ppo, "grpo.steps=3"]) == 0
+    assert "resuming after step 2 of 3" in capsys.readouterr().out
+    critic = step_dir(run_dir / "grpo" / "critic", 3)
+    assert {"value_head.safetensors", "optimizer.pt", "trainer_state.json"} <= {p.name for p in critic.iterdir()}
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    ppo_rows = [r for r in rows if "critic/value_loss" in r]
+    assert len(ppo_rows) == 3 and all(math.isfinite(r["critic/value_loss"]) and r["train/lr"] > 0 for r in ppo_rows)

@@ -1,6 +1,7 @@
 """The GRPO driver with plain workers (and Ray actors): update, sync, checkpoint, resume, learn."""
 
 import math
+import os
 import time
 import zlib
 
@@ -13,8 +14,9 @@ from envs.tools import InteractionGraph
 from rewards import REWARD_FUNCTIONS, score_batch
 from rl.checkpoints import latest_checkpoint, list_checkpoints, read_trainer_state
 from rl.batch import TokenBatch
-from rl.grpo import (STEP_PHASES, GRPOConfig, episode_metrics, informative_groups, train_grpo,
-                     uniform_group_fraction)
+from rl.critic import Critic
+from rl.grpo import (STEP_PHASES, GRPOConfig, critic_root, episode_metrics, informative_groups, token_batch,
+                     train_grpo, turn_credit, uniform_group_fraction)
 from rl.learner import Learner
 from rl.logprobs import batch_logprobs
 from rl.reference import ReferenceModel
@@ -101,19 +103,87 @@ def test_grpo_logs_where_each_step_went(tiny_model_dir, spec_and_tasks, tmp_path
     assert history[0]["perf/rollout_seconds"] > 0  # round 1 always rolls out in the step itself
 
 
-@pytest.mark.integration
-def test_grpo_goes_on_when_a_rollout_worker_dies(tiny_model_dir, spec_and_tasks, tmp_path, ray_local):
-    import ray
+class DyingWorker(RolloutWorker):
+    """A real worker; the first of its kind to roll out after a weight update dies mid-step (an OOM
+    kill, a lost node), once per ``marker`` file."""
 
+    def __init__(self, marker, **kwargs):
+        super().__init__(**kwargs)
+        self.marker, self.updated = marker, False
+
+    def update_weights(self, state):
+        self.updated = True
+        return super().update_weights(state)
+
+    def rollout(self, requests, *args, **kwargs):
+        if self.updated:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+                os._exit(1)
+            except FileExistsError:
+                pass
+        return super().rollout(requests, *args, **kwargs)
+
+
+@pytest.mark.integration
+def test_a_rollout_worker_killed_mid_step_is_restarted_with_the_current_weights(tiny_model_dir, spec_and_tasks,
+                                                                                 tmp_path, ray_local, monkeypatch):
+    monkeypatch.setitem(REWARD_FUNCTIONS, "first_token_parity", first_token_parity)
     spec, tasks = spec_and_tasks
-    learner, reference, _ = roles(tiny_model_dir, spec, LORA, lr=1e-3, workers=0)
-    workers = spawn(RolloutWorker, 2, model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, config=HF)
-    ray.kill(workers[1].handle)
-    config = GRPOConfig(steps=2, tasks_per_step=2, group_size=2, max_new_tokens=4, temperature=1.0)
+    learner, reference, _ = roles(tiny_model_dir, spec, LORA, lr=1e-2, workers=0)
+    workers = spawn(DyingWorker, 2, str(tmp_path / "died"), model_name=str(tiny_model_dir), env_spec=spec, lora=LORA,
+                    config=HF)
+    config = GRPOConfig(steps=3, tasks_per_step=2, group_size=4, max_new_tokens=4, temperature=1.0)
     history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=tasks, config=config,
-                         reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE)
-    assert len(history) == 2 and all(m["rollout/tokens"] > 0 for m in history)
-    assert read_trainer_state(latest_checkpoint(tmp_path / "grpo"))["step"] == 2
+                         reward_weights={"first_token_parity": 1.0}, seed=0, checkpoint_root=tmp_path / "grpo",
+                         trainer_state=STATE)
+    assert (tmp_path / "died").exists()  # one worker died in step 2, after the first update
+    assert [m["rollout/worker_restarts"] for m in history] == [0.0, 1.0, 1.0]
+    assert all(m["rollout/groups_sampled"] == 2 and m["rollout/tokens"] > 0 for m in history)  # nothing lost
+    # The restarted worker rolled out with the weights the learner had, not the ones it started with.
+    assert history[0]["train/kl"] == 0 and history[1]["train/kl"] > 0
+    assert all(m["train/logprob_mismatch"] < 1e-4 for m in history), [m["train/logprob_mismatch"] for m in history]
+    assert read_trainer_state(latest_checkpoint(tmp_path / "grpo"))["step"] == 3
+
+
+@pytest.mark.parametrize("credit", ["episode", "turn"])
+def test_two_policies_train_in_one_run_each_on_the_turns_it_played(tiny_model_dir, spec_and_tasks, tmp_path,
+                                                                     monkeypatch, credit):
+    """A planner plays each episode's first turn and a caller the rest (alpha-UMi style): each has its
+    own learner, optimizer, reference and engine in every worker, and both change (with one advantage
+    an episode, or one a turn)."""
+    monkeypatch.setitem(REWARD_FUNCTIONS, "first_token_parity", first_token_parity)
+    spec, tasks = spec_and_tasks
+    names = ("planner", "caller")
+    learners = {name: Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, seed=0, bf16=False)
+                for name in names}
+    references = {name: ReferenceModel(model_name=str(tiny_model_dir), lora=LORA, bf16=False) for name in names}
+    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, config=HF, policies=names)
+               for _ in range(2)]
+    before = {name: learner.trainable_state() for name, learner in learners.items()}
+    config = GRPOConfig(steps=2, tasks_per_step=2, group_size=4, max_new_tokens=8, temperature=1.0, credit=credit)
+    history = train_grpo(learner=learners, reference=references, workers=workers, tasks=tasks, config=config,
+                         reward_weights={"first_token_parity": 1.0}, seed=0, checkpoint_root=tmp_path / "grpo",
+                         trainer_state=STATE)
+    assert all(history[-1][f"{name}/train/grad_norm"] > 0 for name in names), history[-1]
+    for name, learner in learners.items():
+        after = learner.trainable_state()
+        assert any(not torch.equal(after[key], before[name][key]) for key in after), f"{name} did not change"
+        assert read_trainer_state(latest_checkpoint(tmp_path / "grpo" / name))["step"] == 2
+    planner, caller = (learners[name].trainable_state() for name in names)
+    assert any(not torch.equal(planner[key], caller[key]) for key in planner)  # two policies, not one
+    # Turns are routed: the planner plays first, the caller after; each engine holds its own policy's weights.
+    trajectories = workers[0].rollout([EpisodeRequest(task, "probe", seed=3) for task in tasks[:4]],
+                                      SamplingParams(max_new_tokens=8, temperature=1.0))
+    played = [[turn.role for turn in t.turns if turn.is_agent] for t in trajectories]
+    assert all(roles[0] == "planner" and set(roles[1:]) <= {"caller"} for roles in played)
+    assert any("caller" in roles for roles in played), played
+    for name in names:
+        batch = token_batch(trajectories, torch.zeros(len(trajectories)), pad_id=learners[name].pad_token_id(),
+                            role=name)
+        ours = learners[name].logprobs(batch, temperature=1.0)
+        theirs = batch_logprobs(workers[0].engines[name].model, batch, temperature=1.0, bf16=False)
+        assert batch.num_tokens > 0 and torch.allclose(ours, theirs, atol=1e-4), name
 
 
 class RecordingWorker(RolloutWorker):
@@ -277,16 +347,45 @@ def test_episode_and_group_metrics(spec_and_tasks, tiny_tokenizer):
     assert metrics["rollout/format_rate"] == 0.75 and metrics["reward/format"] == 0.5
 
 
+def test_turn_credit_gives_each_turn_its_return_normalised_among_the_groups_turns_at_that_index():
+    from envs.types import Trajectory, Turn
+
+    def episode(spans, env_rewards, reward):
+        """Agent turns at ``spans`` (each followed by a 2-token env reply), after a 3-token prompt."""
+        turns = [Turn("user", "prompt", 0, 3)]
+        for (start, end), env_reward in zip(spans, env_rewards):
+            turns += [Turn("policy", "act", start, end, env_reward), Turn("tool", "reply", end, end + 2)]
+        length = turns[-1].end
+        mask = [int(any(start <= i < end for start, end in spans)) for i in range(length)]
+        return Trajectory(task_id="t", env_id="e", source="s", group_id="g", turns=turns, reward=reward,
+                          token_ids=list(range(length)), loss_mask=mask)
+
+    two_turns = episode([(3, 5), (7, 9)], [0.0, 0.5], reward=2.0)  # turn rewards 0 and 0.5 + 1.5
+    one_turn = episode([(3, 6)], [0.2], reward=1.0)
+    advantages = turn_credit([two_turns, one_turn], env_weight=1.0, gamma=1.0, scale_by_std=True, width=12)
+    # Turn 0: returns 2.0 and 1.0, so +1 and -1; turn 1: only one episode has it, so 0.
+    expected = torch.zeros(2, 12)
+    expected[0, 3:5], expected[1, 3:6] = 1.0, -1.0
+    assert torch.allclose(advantages, expected, atol=1e-5), advantages
+    # With no env reward weight every turn's return is the episode's reward, and turn 1 still stands alone.
+    advantages = turn_credit([two_turns, one_turn], env_weight=0.0, gamma=1.0, scale_by_std=True, width=12)
+    assert torch.allclose(advantages, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="credit=turn"):
+        GRPOConfig(credit="turn", advantage_estimator="reinforce_pp")
+    with pytest.raises(ValueError, match="credit"):
+        GRPOConfig(credit="rank")
+
+
 CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                          reason="needs a CUDA GPU")])
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "reinforce_pp"])
+@pytest.mark.parametrize("estimator", ["grpo", "reinforce_pp", "gae"])
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path, device, estimator):
     """The whole loop (rollout, score, advantages, update, sync) on one task: after a short SFT on
     both orders of two candidates the policy is noisy (it repeats ids, swaps them, breaks tags);
-    GRPO, and REINFORCE++, must raise the reward of what it samples."""
+    GRPO, REINFORCE++ and PPO (with its critic) must raise the reward of what it samples."""
     spec, tasks = spec_and_tasks
     tools = ["user_info", "item_info", "user_history", "item_cf", "user_cf"]
     spec = EnvSpec(spec.catalog, spec.graph, EnvConfig(max_turns=1, tools=tools), tokenizer="tiny-random")
@@ -319,10 +418,24 @@ def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, 
     before = sampled_reward()
     config = GRPOConfig(steps=6, tasks_per_step=1, group_size=16, max_new_tokens=16, temperature=1.0,
                         advantage_estimator=estimator)
+    critic = None
+    if estimator == "gae":
+        critic = Critic(model_name=str(tiny_model_dir), lora=None, lr=1e-3, adapter_dir=tmp_path / "sft", seed=0,
+                        device=device)
     history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=[task], config=config,
-                         reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE)
+                         reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE,
+                         critic=critic)
     after = sampled_reward()
     assert len(history) == 6 and all(math.isfinite(m["train/loss"]) for m in history)
+    if critic is not None:  # the critic learns the returns, and its checkpoints resume it
+        assert history[-1]["critic/value_loss"] < history[0]["critic/value_loss"], history
+        [(step, saved)] = list_checkpoints(critic_root(tmp_path / "grpo"))[-1:]
+        assert step == 6 and (saved / Critic.HEAD_FILE).is_file()
+        again = Critic(model_name=str(tiny_model_dir), lora=None, lr=1e-3, adapter_dir=saved, device=device)
+        probe = token_batch(workers[0].rollout([EpisodeRequest(task, "probe", seed=1)], params), torch.zeros(1),
+                            pad_id=learner.pad_token_id())
+        assert torch.equal(again.values(probe), critic.values(probe))
+        assert probe.policy_mask.sum() and again.values(probe).abs().sum() > 0
     assert after > before + 0.25, (before, after, [m["reward/total"] for m in history])
 
 
@@ -353,3 +466,6 @@ def test_grpo_settings_are_checked():
         GRPOConfig(loss_agg="sum")
     with pytest.raises(ValueError, match="kl_estimator"):
         GRPOConfig(kl_estimator="k4")
+    with pytest.raises(ValueError, match="needs a critic"):
+        train_grpo(learner=None, reference=None, workers=[], tasks=[], config=GRPOConfig(advantage_estimator="gae"),
+                   reward_weights=WEIGHTS, seed=0, checkpoint_root="unused", trainer_state=STATE)

@@ -8,6 +8,7 @@ from envs.config import EnvConfig
 from envs.data import build_tasks, training_interactions
 from envs.tools import InteractionGraph
 from rl.grpo import token_batch
+from rollout.agents import POLICY
 from rollout.engines.base import SamplingParams
 from rollout.episode import EpisodeRequest
 from rollout.policy import LoraSettings
@@ -43,7 +44,7 @@ def test_the_learner_trains_on_exactly_the_ids_the_engine_was_fed_and_produced(s
     worker = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=LoraSettings(r=4, alpha=8),
                            config=RolloutConfig(engine=engine))
     try:
-        worker.engine = recording = RecordingEngine(worker.engine)
+        worker.engines[POLICY] = recording = RecordingEngine(worker.engine)
         requests = [EpisodeRequest(task, task.task_id, seed=i) for i, task in enumerate(tasks)]
         trajectories = worker.rollout(requests, SamplingParams(max_new_tokens=12, temperature=1.0))
     finally:

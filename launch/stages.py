@@ -478,7 +478,8 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
             history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=train_tasks,
                                  config=config.grpo, reward_weights=config.reward.weights, seed=config.seed,
                                  checkpoint_root=paths.grpo_checkpoints, trainer_state=trainer_state, log=log,
-                                 start_step=start_step, critic=critic)
+                                 start_step=start_step, critic=critic,
+                                 tokenizer=load_tokenizer(resolve_model(config.model.name)))
         finally:
             release([role for role in (*workers, learner, reference, critic) if role is not None])
     shutil.rmtree(paths.final_adapter, ignore_errors=True)

@@ -19,7 +19,7 @@ from rewards import score_batch
 from rl.algorithms import KL_KINDS, grpo_advantages
 from rl.estimators import LOSS_AGG_MODES, masked_gae, reinforce_pp_advantages, token_rewards, whiten
 from rl.batch import TokenBatch
-from rl.credit import spread_turn_advantages, turn_advantages
+from rl.episode_credit import rank_credit, turn_credit
 from rollout.actors import broadcast, map_actors
 from rollout.agents import POLICY
 from rollout.engines.base import SamplingParams, derive_seed
@@ -73,7 +73,10 @@ class GRPOConfig:
     """``episode``: every token of an episode shares its advantage; ``turn`` (with ``grpo``): each
     agent turn gets its own, from its return-to-go (the env's rewards of that turn and the later
     ones, weighted by ``reward.weights.env``, and the rest of the episode's reward at its last turn),
-    normalised among its group's episodes at the same turn index (GiGPO-style step groups)."""
+    normalised among its group's episodes at the same turn index (GiGPO-style step groups); ``rank``
+    (with ``grpo``, Rank-GRPO): the tokens of each item of the final ``<recommend>`` list get their
+    position's advantage (the list's DCG from there on, normalised per group and position), the
+    other tokens the episode's."""
     gamma: float = 1.0
     """PPO: discount per policy token; turn credit: discount per turn."""
     lam: float = 0.95
@@ -92,8 +95,8 @@ class GRPOConfig:
     """Checkpoints kept (older step folders are deleted)."""
 
     def __post_init__(self):
-        if self.credit == "turn" and self.advantage_estimator != "grpo":
-            raise ValueError(f"grpo.credit=turn assigns group-relative advantages: it needs "
+        if self.credit != "episode" and self.advantage_estimator != "grpo":
+            raise ValueError(f"grpo.credit={self.credit} assigns group-relative advantages: it needs "
                              f"advantage_estimator grpo, not {self.advantage_estimator}")
         for name, value, allowed in (("advantage_estimator", self.advantage_estimator, ADVANTAGE_ESTIMATORS),
                                      ("credit", self.credit, CREDITS),
@@ -104,7 +107,7 @@ class GRPOConfig:
 
 
 ADVANTAGE_ESTIMATORS = ("grpo", "reinforce_pp", "gae")
-CREDITS = ("episode", "turn")
+CREDITS = ("episode", "turn", "rank")
 
 STEP_PHASES = ("perf/rollout_seconds", "perf/reference_seconds", "perf/critic_seconds", "perf/update_seconds",
                "perf/weight_sync_seconds", "perf/checkpoint_seconds")
@@ -117,7 +120,7 @@ DATA_ORDER_KEYS = ("seed", "tasks_per_step", "group_size", "tasks")
 def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], config: GRPOConfig,
                reward_weights: Mapping[str, float], seed: int, checkpoint_root: str | Path,
                trainer_state: dict, log: Callable[[dict, int], None] | None = None,
-               start_step: int = 0, critic=None) -> list[dict[str, float]]:
+               start_step: int = 0, critic=None, tokenizer=None) -> list[dict[str, float]]:
     """Runs GRPO (or REINFORCE++, or PPO) rounds ``start_step + 1 .. config.steps`` and returns each
     round's metrics.
 
@@ -126,7 +129,8 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
     weights to every worker, checkpoint, log. ``learner`` is a Learner (or LearnerGroup),
     ``reference`` a ReferenceModel and ``workers`` RolloutWorkers, each a plain object or a Ray
     ``Remote``; PPO (``advantage_estimator="gae"``) also needs a ``critic`` (``rl.critic.Critic``),
-    which scores the batch before the update and is fitted to its returns after it.
+    which scores the batch before the update and is fitted to its returns after it; Rank-GRPO
+    (``credit="rank"``) needs the policy's ``tokenizer`` to find the list's items among the tokens.
 
     Several named policies train in one run when ``learner`` and ``reference`` are mappings from
     role names (a planner and a caller) to each one's learner and reference: the workers hold one
@@ -156,6 +160,8 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
     if (config.advantage_estimator == "gae") != (critic is not None):
         raise ValueError("advantage_estimator 'gae' (PPO) needs a critic, and only it uses one: "
                          f"got '{config.advantage_estimator}' with critic={critic is not None}")
+    if config.credit == "rank" and tokenizer is None:
+        raise ValueError("grpo.credit=rank finds the recommended items among the tokens: pass the tokenizer")
     rng = random.Random(seed)
     for _ in range(start_step):
         rng.sample(list(tasks), min(config.tasks_per_step, len(tasks)))
@@ -185,6 +191,10 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
         if config.credit == "turn":
             per_token = turn_credit(trajectories, env_weight=reward_weights.get("env", 0.0), gamma=config.gamma,
                                     scale_by_std=config.scale_by_std, width=batch.input_ids.shape[1])
+            batch = dataclasses.replace(batch, advantages=per_token * batch.loss_mask)
+        elif config.credit == "rank":
+            per_token = rank_credit(trajectories, advantages, tokenizer, scale_by_std=config.scale_by_std,
+                                    width=batch.input_ids.shape[1])
             batch = dataclasses.replace(batch, advantages=per_token * batch.loss_mask)
         if config.kl_coef:
             with timed(split, "perf/reference_seconds"):
@@ -317,31 +327,6 @@ def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *,
     masks = [t.loss_mask if role is None else role_mask(t, role) for t in trajectories]
     return TokenBatch.from_sequences([t.token_ids for t in trajectories], masks, pad_id=pad_id,
                                      rollout_logprobs=[t.logprobs for t in trajectories], advantages=advantages)
-
-
-def turn_credit(trajectories: Sequence[Trajectory], *, env_weight: float, gamma: float, scale_by_std: bool,
-                width: int) -> torch.Tensor:
-    """Turn-level advantages on each agent turn's tokens, ``[B, width]`` (0 elsewhere).
-
-    Turn k of an episode is rewarded ``env_weight`` times the env's reward for it, and its last turn
-    also the rest of the episode's scored reward, so the turns' rewards add up to ``reward``; advantages
-    are ``rl.credit.turn_advantages`` of those (returns-to-go normalised per group and turn index).
-    """
-    turns = [[turn for turn in t.turns if turn.is_agent] for t in trajectories]
-    count = max(len(agent_turns) for agent_turns in turns)
-    rewards = torch.zeros(len(trajectories), count)
-    valid = torch.zeros(len(trajectories), count, dtype=torch.bool)
-    turn_of_token = torch.full((len(trajectories), width), -1, dtype=torch.long)
-    for row, (trajectory, agent_turns) in enumerate(zip(trajectories, turns)):
-        for k, turn in enumerate(agent_turns):
-            rewards[row, k] = env_weight * turn.reward
-            valid[row, k] = True
-            turn_of_token[row, turn.start : turn.end] = k
-        if agent_turns:
-            rewards[row, len(agent_turns) - 1] += trajectory.reward - float(rewards[row].sum())
-    advantages = turn_advantages(rewards, valid, [t.group_id for t in trajectories], gamma=gamma,
-                                 scale_by_std=scale_by_std)
-    return spread_turn_advantages(advantages, turn_of_token)
 
 
 def role_mask(trajectory: Trajectory, role: str) -> list[int]:

@@ -16,7 +16,7 @@ from rl.checkpoints import latest_checkpoint, list_checkpoints, read_trainer_sta
 from rl.batch import TokenBatch
 from rl.critic import Critic
 from rl.grpo import (STEP_PHASES, GRPOConfig, critic_root, episode_metrics, informative_groups, token_batch,
-                     train_grpo, turn_credit, uniform_group_fraction)
+                     train_grpo, uniform_group_fraction)
 from rl.learner import Learner
 from rl.logprobs import batch_logprobs
 from rl.reference import ReferenceModel
@@ -347,45 +347,17 @@ def test_episode_and_group_metrics(spec_and_tasks, tiny_tokenizer):
     assert metrics["rollout/format_rate"] == 0.75 and metrics["reward/format"] == 0.5
 
 
-def test_turn_credit_gives_each_turn_its_return_normalised_among_the_groups_turns_at_that_index():
-    from envs.types import Trajectory, Turn
-
-    def episode(spans, env_rewards, reward):
-        """Agent turns at ``spans`` (each followed by a 2-token env reply), after a 3-token prompt."""
-        turns = [Turn("user", "prompt", 0, 3)]
-        for (start, end), env_reward in zip(spans, env_rewards):
-            turns += [Turn("policy", "act", start, end, env_reward), Turn("tool", "reply", end, end + 2)]
-        length = turns[-1].end
-        mask = [int(any(start <= i < end for start, end in spans)) for i in range(length)]
-        return Trajectory(task_id="t", env_id="e", source="s", group_id="g", turns=turns, reward=reward,
-                          token_ids=list(range(length)), loss_mask=mask)
-
-    two_turns = episode([(3, 5), (7, 9)], [0.0, 0.5], reward=2.0)  # turn rewards 0 and 0.5 + 1.5
-    one_turn = episode([(3, 6)], [0.2], reward=1.0)
-    advantages = turn_credit([two_turns, one_turn], env_weight=1.0, gamma=1.0, scale_by_std=True, width=12)
-    # Turn 0: returns 2.0 and 1.0, so +1 and -1; turn 1: only one episode has it, so 0.
-    expected = torch.zeros(2, 12)
-    expected[0, 3:5], expected[1, 3:6] = 1.0, -1.0
-    assert torch.allclose(advantages, expected, atol=1e-5), advantages
-    # With no env reward weight every turn's return is the episode's reward, and turn 1 still stands alone.
-    advantages = turn_credit([two_turns, one_turn], env_weight=0.0, gamma=1.0, scale_by_std=True, width=12)
-    assert torch.allclose(advantages, expected, atol=1e-5)
-    with pytest.raises(ValueError, match="credit=turn"):
-        GRPOConfig(credit="turn", advantage_estimator="reinforce_pp")
-    with pytest.raises(ValueError, match="credit"):
-        GRPOConfig(credit="rank")
-
-
 CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                                          reason="needs a CUDA GPU")])
 
 
-@pytest.mark.parametrize("estimator", ["grpo", "reinforce_pp", "gae"])
+@pytest.mark.parametrize("estimator,credit", [("grpo", "episode"), ("reinforce_pp", "episode"), ("gae", "episode"),
+                                              ("grpo", "rank")], ids=["grpo", "reinforce_pp", "ppo", "rank_grpo"])
 @pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path, device, estimator):
+def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, tmp_path, device, estimator, credit):
     """The whole loop (rollout, score, advantages, update, sync) on one task: after a short SFT on
     both orders of two candidates the policy is noisy (it repeats ids, swaps them, breaks tags);
-    GRPO, REINFORCE++ and PPO (with its critic) must raise the reward of what it samples."""
+    GRPO, REINFORCE++, PPO (with its critic) and Rank-GRPO must raise the reward of what it samples."""
     spec, tasks = spec_and_tasks
     tools = ["user_info", "item_info", "user_history", "item_cf", "user_cf"]
     spec = EnvSpec(spec.catalog, spec.graph, EnvConfig(max_turns=1, tools=tools), tokenizer="tiny-random")
@@ -417,14 +389,14 @@ def test_grpo_raises_the_reward_on_an_easy_task(tiny_model_dir, spec_and_tasks, 
 
     before = sampled_reward()
     config = GRPOConfig(steps=6, tasks_per_step=1, group_size=16, max_new_tokens=16, temperature=1.0,
-                        advantage_estimator=estimator)
+                        advantage_estimator=estimator, credit=credit)
     critic = None
     if estimator == "gae":
         critic = Critic(model_name=str(tiny_model_dir), lora=None, lr=1e-3, adapter_dir=tmp_path / "sft", seed=0,
                         device=device)
     history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=[task], config=config,
                          reward_weights=WEIGHTS, seed=0, checkpoint_root=tmp_path / "grpo", trainer_state=STATE,
-                         critic=critic)
+                         critic=critic, tokenizer=sft.tokenizer)
     after = sampled_reward()
     assert len(history) == 6 and all(math.isfinite(m["train/loss"]) for m in history)
     if critic is not None:  # the critic learns the returns, and its checkpoints resume it

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from envs.baselines import BASELINES
 from envs.signals.signals import build_signals
 from envs.data import build_tasks, leave_last_out, load_ml100k, load_tasks, save_tasks, synthetic_catalog
@@ -29,7 +31,7 @@ from envs.data.splits import sample_in_order
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RankingTask
 from launch.config import RunConfig
-from rollout.actors import broadcast, init_ray, map_actors_chunked, release, spawn
+from rollout.actors import broadcast, init_ray, map_actors, map_actors_chunked, release, spawn
 from rollout.models import load_tokenizer, resolve_model
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
@@ -65,6 +67,10 @@ class RunPaths:
     @property
     def signals(self) -> Path:
         return self.root / "signals"
+
+    @property
+    def curriculum_samples(self) -> Path:
+        return self.root / "curriculum-samples.jsonl"
 
     @property
     def curriculum(self) -> Path:
@@ -288,7 +294,9 @@ def stage_curate(config: RunConfig) -> dict:
     it solves sometimes, binned and mixed (``rl.curriculum``), become GRPO's tasks.
 
     Writes ``curriculum/dataset`` (one row per kept task: its id, user, successes and bin) and
-    ``curriculum/counts.json``; returns the counts.
+    ``curriculum/counts.json``; returns the counts. Each chunk of tasks sampled is noted in
+    ``curriculum-samples.jsonl`` as it finishes: an interrupted curation goes on from there, and one
+    over more candidates samples only the new ones (with the same student and sampling settings).
     """
     import datasets
 
@@ -301,19 +309,35 @@ def stage_curate(config: RunConfig) -> dict:
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
     candidates = sample_in_order(train_tasks, settings.candidate_tasks, seed=config.seed)
-    workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
-    params = SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
-    requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.seed, "curriculum", index, sample))
-                for index, task in enumerate(candidates) for sample in range(settings.samples)]
-    try:
-        trajectories = map_actors_chunked(workers, RolloutWorker.rollout, requests,
-                                          chunk_size=len(workers) * config.rollout.max_batch_size,
-                                          desc="curriculum samples", params=params, source="student_sft")
-    finally:
-        release(workers)
-    successes = {task.task_id: 0 for task in candidates}
-    for trajectory in trajectories:
-        successes[trajectory.task_id] += int(trajectory.rank is not None and trajectory.rank <= settings.success_at)
+    sampling = dataclasses.replace(config, curriculum=dataclasses.replace(settings, candidate_tasks=0, mix=[1.0] * 3))
+    key = hashlib.sha256((stage_key(sampling, "curate") + checkpoint_fingerprint(paths.sft_adapter)).encode()).hexdigest()
+    successes = sampled_successes(paths.curriculum_samples, key)
+    todo = [task for task in candidates if task.task_id not in successes]
+    if todo:
+        workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
+        params = SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
+        per_chunk = max(1, len(workers) * config.rollout.max_batch_size // settings.samples)
+        try:
+            with tqdm(total=len(candidates), initial=len(candidates) - len(todo), desc="curriculum tasks",
+                      unit="task") as progress:
+                for start in range(0, len(todo), per_chunk):
+                    part = todo[start : start + per_chunk]
+                    requests = [EpisodeRequest(task, group_id=task.task_id,
+                                               seed=derive_seed(config.seed, "curriculum", task.task_id, sample))
+                                for task in part for sample in range(settings.samples)]
+                    played = map_actors(workers, RolloutWorker.rollout, requests, params=params, source="student_sft")
+                    solved = {task.task_id: 0 for task in part}
+                    for trajectory in played:
+                        solved[trajectory.task_id] += int(trajectory.rank is not None
+                                                          and trajectory.rank <= settings.success_at)
+                    with paths.curriculum_samples.open("a") as handle:  # a rerun starts after the last chunk
+                        handle.writelines(json.dumps({"key": key, "task_id": task_id, "successes": count}) + "\n"
+                                          for task_id, count in solved.items())
+                    successes.update(solved)
+                    progress.update(len(part))
+        finally:
+            release(workers)
+    successes = {task.task_id: successes[task.task_id] for task in candidates}
     kept, counts = curate(successes, samples=settings.samples, mix=settings.mix, seed=config.seed)
     if not kept:
         # Nothing in between: GRPO's groups would all be uniform on these tasks; keep going on all of them.
@@ -330,6 +354,18 @@ def stage_curate(config: RunConfig) -> dict:
     (paths.curriculum / "counts.json").write_text(json.dumps(counts, indent=2))
     mark_done(config, "curate")
     return counts
+
+
+def sampled_successes(path: Path, key: str) -> dict[str, int]:
+    """The successes of the tasks already sampled into ``path`` with the sampling settings ``key``
+    (student, temperature, samples...); lines written with other settings are dropped from the file."""
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [row for row in rows if row.get("key") == key]
+    if len(kept) < len(rows):
+        path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    return {row["task_id"]: row["successes"] for row in kept}
 
 
 def curriculum_tasks(config: RunConfig, train_tasks: list[RankingTask]) -> list[RankingTask]:

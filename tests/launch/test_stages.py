@@ -72,3 +72,36 @@ def test_an_evaluation_rerun_reuses_a_student_only_with_the_same_weights_and_set
     for changed in ("eval.max_new_tokens=17", "eval.best_of_k_temperature=0.9"):
         with pytest.raises(AssertionError, match="played again"):
             stages.stage_eval(load_config(None, [*overrides, changed]))
+
+
+def test_curation_resumes_after_the_last_chunk_and_samples_only_new_candidates(tmp_path, monkeypatch):
+    from rl.learner import Learner
+
+    overrides = [f"run_dir={tmp_path}", "data.dataset=synthetic", "data.num_negatives=4", "model.name=tiny-random",
+                 "model.lora_r=0", "rollout.num_workers=0", "rollout.max_batch_size=2", "env.tools=[popularity]",
+                 "curriculum.enabled=true", "curriculum.samples=2", "curriculum.max_new_tokens=8"]
+    config = load_config(None, [*overrides, "curriculum.candidate_tasks=4"])
+    Learner(model_name="tiny-random", lora=None, lr=1e-3).save(RunPaths(tmp_path).sft_adapter)
+    played = []
+    real_map = stages.map_actors
+
+    def recording_map(workers, method, requests, **kwargs):
+        if len(played) == 2 and fail[0]:
+            fail[0] = False
+            raise RuntimeError("killed mid-curation")
+        played.append(sorted({r.task.task_id for r in requests}))
+        return real_map(workers, method, requests, **kwargs)
+
+    fail = [True]
+    monkeypatch.setattr(stages, "map_actors", recording_map)
+    with pytest.raises(RuntimeError, match="killed"):
+        stages.stage_curate(config)
+    assert len(played) == 2  # one task a chunk (2 samples, batches of 2): two chunks were noted
+    counts = stages.stage_curate(config)
+    assert len(played) == 4 and counts["candidates"] == 4  # the rerun played the other two tasks only
+    first_four = {task for chunk in played for task in chunk}
+    stages.stage_curate(load_config(None, [*overrides, "curriculum.candidate_tasks=8"]))
+    new = {task for chunk in played[4:] for task in chunk}
+    assert len(played) == 8 and not new & first_four  # more candidates: only the new ones are sampled
+    stages.stage_curate(load_config(None, [*overrides, "curriculum.candidate_tasks=8", "curriculum.temperature=1.0"]))
+    assert len(played) == 16  # other sampling settings: every candidate again

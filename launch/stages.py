@@ -112,14 +112,15 @@ def learner_bf16(config: RunConfig) -> bool:
 
 
 def gpu_share(config: RunConfig) -> float:
-    """GPUs per Ray actor: the rollout workers, the learners and the reference share the Ray
-    cluster's GPUs equally (one node's, locally)."""
+    """GPUs per Ray actor: the rollout workers, the learners, the reference and PPO's critic share
+    the Ray cluster's GPUs equally (one node's, locally)."""
     import ray
 
     if resolve_device(config.model.device) == "cpu":
         return 0.0
     init_ray()
-    actors = max(config.rollout.num_workers, 0) + config.learner.num_learners + 1
+    critic = config.grpo.advantage_estimator == "gae"
+    actors = max(config.rollout.num_workers, 0) + config.learner.num_learners + 1 + critic
     return min(1.0, ray.cluster_resources().get("GPU", 0) / actors)
 
 

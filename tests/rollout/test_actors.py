@@ -87,3 +87,21 @@ def test_methods_are_named_by_the_function_and_dispatch_to_overrides():
     assert map_actors([Tripler()], Doubler.double, [1, 2]) == [3, 6]  # the override runs
     with pytest.raises(TypeError, match="not a method of Doubler"):
         map_actors([Doubler()], Tripler.double, [1])
+
+
+@pytest.mark.integration
+def test_a_killed_actor_is_restarted_with_its_spawn_arguments(ray_local):
+    import ray
+
+    doubler = make_doubler_class()
+    workers = spawn(doubler, 2)
+    before = workers[0].pid()
+    ray.kill(workers[0].handle)
+    revived = []
+    assert map_actors(workers, doubler.double, [1, 2, 3, 4], revive=revived.append) == [2, 4, 6, 8]
+    assert revived == [workers[0]] and workers[0].restarts == 1 and workers[0].pid() != before
+    ray.kill(workers[1].handle)
+    assert broadcast(workers, doubler.double, [1], restart=True) == workers  # restarted, then called
+    assert workers[1].restarts == 1 and workers[1].double([3]) == [6]
+    with pytest.raises(RuntimeError, match="cannot be restarted"):
+        Remote(workers[0].handle, doubler).restart()

@@ -17,7 +17,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,8 +35,10 @@ from rollout.actors import broadcast, init_ray, map_actors, map_actors_chunked, 
 from rollout.models import load_tokenizer, resolve_model
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
-from rollout.policy import LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device
-from rollout.worker import EnvSpec, RolloutWorker
+from rollout.agents import POLICY
+from rollout.policy import (LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device,
+                            role_checkpoints)
+from rollout.worker import EnvSpec, RolloutWorker, resolve_engine
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
 Log = Callable[[dict, int], None]
@@ -385,8 +387,12 @@ def curriculum_tasks(config: RunConfig, train_tasks: list[RankingTask]) -> list[
 
 # train (GRPO) ----------------------------------------------------------------------------------
 
-def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | None) -> list:
-    """Rollout workers as Ray actors (or one in-process worker when ``rollout.num_workers=0``)."""
+def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | Mapping[str, Path] | None) -> list:
+    """Rollout workers as Ray actors (or one in-process worker when ``rollout.num_workers=0``), starting
+    from ``adapter_dir`` (or from one checkpoint a policy role)."""
+    if len(config.rollout.policies) > 1 and resolve_engine(config.rollout.engine) == "vllm":
+        raise ValueError(f"rollout.policies={list(config.rollout.policies)} needs rollout.engine=hf: a worker holds "
+                         "one engine per policy, and vLLM runs one engine per process")
     kwargs = dict(model_name=config.model.name, env_spec=spec, lora=lora_settings(config), adapter_dir=adapter_dir,
                   device=resolve_device(config.model.device), config=config.rollout)
     if config.rollout.num_workers <= 0:
@@ -451,25 +457,27 @@ def grpo_trainer_state(config: RunConfig, train_tasks: list[RankingTask], sft_fi
             "group_size": config.grpo.group_size, "tasks": tasks_digest}
 
 
-def resume_from(paths: RunPaths, trainer_state: dict) -> Path | None:
-    """The latest GRPO checkpoint to resume, or None to start from the SFT adapter.
+def resume_from(paths: RunPaths, trainer_state: dict, *, roles: Sequence[str] = (POLICY,)) -> Path | None:
+    """The latest GRPO checkpoint to resume (of the first policy, when ``roles`` names several),
+    or None to start from the SFT adapter.
 
     Checkpoints grown from another SFT adapter are deleted (a new SFT starts a new GRPO run); a
     checkpoint whose data-order settings changed is refused with ``ResumeError``.
     """
 
     from rl.checkpoints import check_resume, latest_checkpoint, read_trainer_state, remove_stale_temp
-    from rl.grpo import DATA_ORDER_KEYS
+    from rl.grpo import DATA_ORDER_KEYS, policy_root
 
-    root = paths.grpo_checkpoints
-    remove_stale_temp(root)
+    for role in roles:  # what a writer killed mid-save left
+        remove_stale_temp(policy_root(paths.grpo_checkpoints, role, len(roles)))
+    root = policy_root(paths.grpo_checkpoints, roles[0], len(roles))
     latest = latest_checkpoint(root)
     if latest is None:
         return None
     saved = read_trainer_state(latest)
     if saved.get("sft") != trainer_state["sft"]:
-        print(f"[train] starting over: the checkpoints in {root} grew from another SFT adapter")
-        shutil.rmtree(root)
+        print(f"[train] starting over: the checkpoints in {paths.grpo_checkpoints} grew from another SFT adapter")
+        shutil.rmtree(paths.grpo_checkpoints)
         return None
     check_resume(saved, trainer_state, keys=DATA_ORDER_KEYS, folder=root)
     return latest
@@ -482,7 +490,7 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
     """
 
     from rl.checkpoints import TRAINER_STATE, latest_checkpoint, read_trainer_state, step_dir
-    from rl.grpo import critic_root, train_grpo
+    from rl.grpo import critic_root, policy_root, train_grpo
     from rl.learner import Learner
 
     paths = RunPaths(Path(config.run_dir))
@@ -492,36 +500,52 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
     train_tasks = curriculum_tasks(config, train_tasks)
     trainer_state = grpo_trainer_state(config, train_tasks, checkpoint_fingerprint(paths.sft_adapter))
-    resume = resume_from(paths, trainer_state)
+    roles = list(config.rollout.policies)
+    if len(roles) > 1 and config.grpo.advantage_estimator == "gae":
+        raise ValueError(f"PPO's critic serves one policy; rollout.policies={roles} trains with grpo or reinforce_pp")
+    roots = {role: policy_root(paths.grpo_checkpoints, role, len(roles)) for role in roles}
+    resume = resume_from(paths, trainer_state, roles=roles)
     start_step = min(read_trainer_state(resume)["step"], config.grpo.steps) if resume else 0
     history = []
     if start_step < config.grpo.steps:
         if start_step:
             print(f"[train] resuming after step {start_step} of {config.grpo.steps} from {resume} "
                   f"(delete {paths.grpo_checkpoints} to start over)")
-        start_dir = resume or paths.sft_adapter
+        starts = {role: step_dir(root, start_step) if resume else paths.sft_adapter for role, root in roots.items()}
         critic_dir = step_dir(critic_root(paths.grpo_checkpoints), start_step) if resume else None
-        if critic_dir is not None and config.grpo.advantage_estimator == "gae" and not critic_dir.is_dir():
-            raise FileNotFoundError(f"PPO resumes its critic from {critic_dir}, which is missing; delete "
+        needed = [*starts.values(), *([critic_dir] if resume and config.grpo.advantage_estimator == "gae" else [])]
+        missing = [str(folder) for folder in needed if not folder.is_dir()]
+        if missing:
+            raise FileNotFoundError(f"resuming after step {start_step} needs {missing}, which are missing; delete "
                                     f"{paths.grpo_checkpoints} to start over")
-        workers = rollout_workers(config, spec, adapter_dir=start_dir)
-        learner, reference, critic = grpo_roles(config, start_dir=start_dir, reference_dir=paths.sft_adapter,
+        workers = rollout_workers(config, spec, adapter_dir=starts if len(roles) > 1 else starts[roles[0]])
+        learner, reference, critic = grpo_roles(config, start_dir=starts[roles[0]], reference_dir=paths.sft_adapter,
                                                 critic_dir=critic_dir)
+        learners = {roles[0]: learner}
+        for role in roles[1:]:  # each further policy: its own learner (or group) and optimizer
+            learners[role] = make_learner(config, lr=config.grpo.lr, total_steps=config.grpo.steps
+                                          * config.grpo.mini_batches * config.grpo.epochs, adapter_dir=starts[role],
+                                          in_process=config.rollout.num_workers <= 0)
         try:
             if resume:
-                learner.load_optimizer(resume)
+                for role, policy in learners.items():
+                    policy.load_optimizer(starts[role])
                 if critic is not None:
                     critic.load_optimizer(critic_dir)
-            history = train_grpo(learner=learner, reference=reference, workers=workers, tasks=train_tasks,
-                                 config=config.grpo, reward_weights=config.reward.weights, seed=config.seed,
+            several = len(roles) > 1
+            history = train_grpo(learner=learners if several else learner,
+                                 reference=dict.fromkeys(roles, reference) if several else reference,
+                                 workers=workers, tasks=train_tasks, config=config.grpo,
+                                 reward_weights=config.reward.weights, seed=config.seed,
                                  checkpoint_root=paths.grpo_checkpoints, trainer_state=trainer_state, log=log,
                                  start_step=start_step, critic=critic,
                                  tokenizer=load_tokenizer(resolve_model(config.model.name)))
         finally:
-            release([role for role in (*workers, learner, reference, critic) if role is not None])
+            release([role for role in (*workers, *learners.values(), reference, critic) if role is not None])
     shutil.rmtree(paths.final_adapter, ignore_errors=True)
-    shutil.copytree(latest_checkpoint(paths.grpo_checkpoints), paths.final_adapter,
-                    ignore=shutil.ignore_patterns(Learner.OPTIMIZER_FILE, TRAINER_STATE))
+    for role, root in roots.items():  # several policies: one folder each
+        shutil.copytree(latest_checkpoint(root), paths.final_adapter if len(roles) == 1 else paths.final_adapter / role,
+                        ignore=shutil.ignore_patterns(Learner.OPTIMIZER_FILE, TRAINER_STATE))
     return history
 
 
@@ -593,11 +617,13 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 methods[method] = trajectory_metrics(trajectories)
             elif method in STUDENTS:
                 adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
-                if adapter is not None and not is_checkpoint(adapter):
+                folders = role_checkpoints(adapter, config.rollout.policies) if adapter is not None else {}
+                if not all(is_checkpoint(folder) for folder in folders.values()):
                     skipped[method] = f"no checkpoint at {adapter}"
                     continue
                 fingerprints, saved, loaded = report["fingerprints"], previous.get("fingerprints", {}), False
-                weights = checkpoint_fingerprint(adapter) if adapter is not None else ""  # "": the base model
+                # "": the base model; several policies: each one's weights
+                weights = "+".join(dict.fromkeys(checkpoint_fingerprint(folder) for folder in folders.values()))
                 fingerprints[method] = student_fingerprint(config, weights)
                 if saved.get(method) == fingerprints[method]:
                     methods[method], ranks[method] = previous["methods"][method], previous["ranks"][method]

@@ -134,7 +134,7 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
 
     Several named policies train in one run when ``learner`` and ``reference`` are mappings from
     role names (a planner and a caller) to each one's learner and reference: the workers hold one
-    engine per role and route each turn to its role's (``RolloutWorker(policies=...)``); each policy
+    engine per role and route each turn to its role's (``rollout.policies``); each policy
     updates on the tokens of its own turns, keeps its checkpoints under ``checkpoint_root/<role>``,
     and logs its metrics prefixed ``<role>/``.
 
@@ -188,6 +188,8 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
         """Scores one policy's tokens of the batch (those of its turns, ``role``; every policy token
         when None) and updates it (and the critic) on them; returns the update's metrics."""
         batch = token_batch(trajectories, advantages, pad_id=policy.pad_token_id(), role=role)
+        if role is not None and batch.num_tokens == 0:
+            return {"train/idle": 1.0}  # this role played no turn this round: nothing to learn
         if config.credit == "turn":
             per_token = turn_credit(trajectories, env_weight=reward_weights.get("env", 0.0), gamma=config.gamma,
                                     scale_by_std=config.scale_by_std, width=batch.input_ids.shape[1])

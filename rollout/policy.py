@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +160,17 @@ def set_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise ValueError(f"adapter weights do not fit this policy: unexpected keys {unexpected[:3]}")
+
+
+def role_checkpoints(folder: str | Path, roles: Sequence[str]) -> dict[str, Path]:
+    """Each policy role's checkpoint in ``folder``: its own subfolder (``<folder>/<role>``) where a
+    run trained several policies and saved each, else ``folder`` itself for every role (one
+    policy, or several starting from one SFT adapter)."""
+    folder = Path(folder)
+    own = {role: folder / role for role in roles}
+    if len(roles) > 1 and all(is_checkpoint(path) for path in own.values()):
+        return own
+    return dict.fromkeys(roles, folder)
 
 
 def weights_file(checkpoint_dir: str | Path) -> Path:

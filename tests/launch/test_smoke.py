@@ -110,3 +110,17 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     ppo_rows = [r for r in rows if "critic/value_loss" in r]
     assert len(ppo_rows) == 3 and all(math.isfinite(r["critic/value_loss"]) and r["train/lr"] > 0 for r in ppo_rows)
+
+    # Two policies from the CLI: a planner plays the first turn, a caller the rest, each with its own
+    # learner and optimizer from the same SFT adapter; both are saved, and evaluated together.
+    shutil.rmtree(run_dir / "grpo")
+    two = ["rollout.policies=[planner,caller]", "rollout.engine=hf"]
+    assert main(["train", f"run_dir={run_dir}", *SMOKE, *two]) == 0
+    for role in ("planner", "caller"):
+        assert read_trainer_state(latest_checkpoint(run_dir / "grpo" / role))["step"] == 2
+        assert list((run_dir / "adapter" / role).glob("*.safetensors"))
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all("planner/train/loss" in r for r in [r for r in rows if "reward/total" in r][-2:])
+    assert main(["eval", f"run_dir={run_dir}", *SMOKE, *two, "eval.methods=[student_grpo]"]) == 0
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert len(report["ranks"]["student_grpo"]) == 12 and report["methods"]["student_grpo"]["turn_format_rate"] > 0

@@ -158,7 +158,8 @@ def test_two_policies_train_in_one_run_each_on_the_turns_it_played(tiny_model_di
     learners = {name: Learner(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, seed=0, bf16=False)
                 for name in names}
     references = {name: ReferenceModel(model_name=str(tiny_model_dir), lora=LORA, bf16=False) for name in names}
-    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, config=HF, policies=names)
+    config = RolloutConfig(engine="hf", policies=list(names))
+    workers = [RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, lora=LORA, config=config)
                for _ in range(2)]
     before = {name: learner.trainable_state() for name, learner in learners.items()}
     config = GRPOConfig(steps=2, tasks_per_step=2, group_size=4, max_new_tokens=8, temperature=1.0, credit=credit)

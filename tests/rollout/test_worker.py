@@ -55,3 +55,36 @@ def test_a_vllm_worker_plays_and_takes_new_weights_as_a_ray_actor(ray_local, syn
     assert [t.token_ids for t in after] != [t.token_ids for t in before]
     assert all(t.logprobs != b.logprobs for t, b in zip(after, before))
     assert 0 < cached < prompt
+
+
+def test_a_worker_of_two_policies_loads_each_ones_checkpoint(synthetic_catalog, tiny_model_dir, tmp_path):
+    import torch
+
+    from rl.learner import Learner
+    from rollout.policy import role_checkpoints
+
+    tasks = build_tasks(synthetic_catalog, num_negatives=4, seed=0)[:2]
+    graph = InteractionGraph.from_interactions(training_interactions(synthetic_catalog.interactions, tasks))
+    spec = EnvSpec(synthetic_catalog, graph, EnvConfig(max_turns=2, tools=["user_cf"]), tokenizer="tiny-random")
+    saved = {}
+    for seed, role in enumerate(("planner", "caller")):
+        learner = Learner(model_name=str(tiny_model_dir), lora=None, lr=1e-3, seed=seed)
+        with torch.no_grad():
+            for parameter in learner.model.parameters():
+                parameter.add_(0.01 * (seed + 1))
+        saved[role] = learner.save(tmp_path / "run" / role)
+    config = RolloutConfig(engine="hf", policies=["planner", "caller"])
+
+    def weight(worker, role):
+        return next(worker.engines[role].model.parameters()).clone()
+
+    mapped = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, adapter_dir=saved, config=config)
+    folder = RolloutWorker(model_name=str(tiny_model_dir), env_spec=spec, adapter_dir=tmp_path / "run", config=config)
+    for role in ("planner", "caller"):
+        assert torch.equal(weight(mapped, role), weight(folder, role))
+    assert not torch.equal(weight(mapped, "planner"), weight(mapped, "caller"))
+    # One checkpoint for every role (an SFT adapter both start from): its own folder.
+    assert role_checkpoints(saved["planner"], ["planner", "caller"]) == dict.fromkeys(["planner", "caller"],
+                                                                                      tmp_path / "run" / "planner")
+    with pytest.raises(ValueError, match="distinct role names"):
+        RolloutConfig(policies=["planner", "planner"])

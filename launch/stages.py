@@ -298,8 +298,9 @@ def stage_curate(config: RunConfig) -> dict:
 
     Writes ``curriculum/dataset`` (one row per kept task: its id, user, successes and bin) and
     ``curriculum/counts.json``; returns the counts. Each chunk of tasks sampled is noted in
-    ``curriculum-samples.jsonl`` as it finishes: an interrupted curation goes on from there, and one
-    over more candidates samples only the new ones (with the same student and sampling settings).
+    ``curriculum-samples.jsonl`` as it finishes (the target's rank in every sample): an interrupted
+    curation goes on from there, and one over more candidates, or counting success at another rank
+    (``curriculum.success_at``), samples only what it has not (with the same student and sampling settings).
     """
     import datasets
 
@@ -312,10 +313,12 @@ def stage_curate(config: RunConfig) -> dict:
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
     candidates = sample_in_order(train_tasks, settings.candidate_tasks, seed=config.seed)
-    sampling = dataclasses.replace(config, curriculum=dataclasses.replace(settings, candidate_tasks=0, mix=[1.0] * 3))
+    # What decides the samples (not which candidates, how success is counted, or the mix).
+    sampling = dataclasses.replace(config, curriculum=dataclasses.replace(settings, candidate_tasks=0, mix=[1.0] * 3,
+                                                                          success_at=1))
     key = hashlib.sha256((stage_key(sampling, "curate") + checkpoint_fingerprint(paths.sft_adapter)).encode()).hexdigest()
-    successes = sampled_successes(paths.curriculum_samples, key)
-    todo = [task for task in candidates if task.task_id not in successes]
+    ranks = sampled_ranks(paths.curriculum_samples, key)
+    todo = [task for task in candidates if task.task_id not in ranks]
     if todo:
         workers = rollout_workers(config, spec, adapter_dir=paths.sft_adapter)
         params = SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
@@ -329,18 +332,18 @@ def stage_curate(config: RunConfig) -> dict:
                                                seed=derive_seed(config.seed, "curriculum", task.task_id, sample))
                                 for task in part for sample in range(settings.samples)]
                     played = map_actors(workers, RolloutWorker.rollout, requests, params=params, source="student_sft")
-                    solved = {task.task_id: 0 for task in part}
+                    new = {task.task_id: [] for task in part}
                     for trajectory in played:
-                        solved[trajectory.task_id] += int(trajectory.rank is not None
-                                                          and trajectory.rank <= settings.success_at)
+                        new[trajectory.task_id].append(trajectory.rank)
                     with paths.curriculum_samples.open("a") as handle:  # a rerun starts after the last chunk
-                        handle.writelines(json.dumps({"key": key, "task_id": task_id, "successes": count}) + "\n"
-                                          for task_id, count in solved.items())
-                    successes.update(solved)
+                        handle.writelines(json.dumps({"key": key, "task_id": task_id, "ranks": task_ranks}) + "\n"
+                                          for task_id, task_ranks in new.items())
+                    ranks.update(new)
                     progress.update(len(part))
         finally:
             release(workers)
-    successes = {task.task_id: successes[task.task_id] for task in candidates}
+    successes = {task.task_id: sum(rank is not None and rank <= settings.success_at for rank in ranks[task.task_id])
+                 for task in candidates}
     kept, counts = curate(successes, samples=settings.samples, mix=settings.mix, seed=config.seed)
     if not kept:
         # Nothing in between: GRPO's groups would all be uniform on these tasks; keep going on all of them.
@@ -359,16 +362,16 @@ def stage_curate(config: RunConfig) -> dict:
     return counts
 
 
-def sampled_successes(path: Path, key: str) -> dict[str, int]:
-    """The successes of the tasks already sampled into ``path`` with the sampling settings ``key``
-    (student, temperature, samples...); lines written with other settings are dropped from the file."""
+def sampled_ranks(path: Path, key: str) -> dict[str, list[int | None]]:
+    """The target's rank in each sample of the tasks already sampled into ``path`` with the sampling
+    settings ``key`` (student, temperature, samples...); lines written otherwise are dropped from the file."""
     if not path.is_file():
         return {}
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [row for row in rows if row.get("key") == key]
+    kept = [row for row in rows if row.get("key") == key and "ranks" in row]
     if len(kept) < len(rows):
         path.write_text("".join(json.dumps(row) + "\n" for row in kept))
-    return {row["task_id"]: row["successes"] for row in kept}
+    return {row["task_id"]: row["ranks"] for row in kept}
 
 
 def curriculum_tasks(config: RunConfig, train_tasks: list[RankingTask]) -> list[RankingTask]:

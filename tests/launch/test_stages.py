@@ -103,5 +103,7 @@ def test_curation_resumes_after_the_last_chunk_and_samples_only_new_candidates(t
     stages.stage_curate(load_config(None, [*overrides, "curriculum.candidate_tasks=8"]))
     new = {task for chunk in played[4:] for task in chunk}
     assert len(played) == 8 and not new & first_four  # more candidates: only the new ones are sampled
+    stages.stage_curate(load_config(None, [*overrides, "curriculum.candidate_tasks=8", "curriculum.success_at=3"]))
+    assert len(played) == 8  # success counted at another rank: the same samples
     stages.stage_curate(load_config(None, [*overrides, "curriculum.candidate_tasks=8", "curriculum.temperature=1.0"]))
     assert len(played) == 16  # other sampling settings: every candidate again

@@ -423,6 +423,11 @@ def make_learner(config: RunConfig, *, lr: float, total_steps: int, adapter_dir:
                  config=config.learner, **kwargs)[0]
 
 
+def grpo_optimizer_steps(config: RunConfig) -> int:
+    """Optimizer steps a GRPO run takes (what its learning-rate schedules span)."""
+    return config.grpo.steps * config.grpo.mini_batches * config.grpo.epochs
+
+
 def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, critic_dir: Path | None):
     """The GRPO learner (one, or a group), the frozen reference policy and, for PPO, the critic
     (from ``critic_dir``, else from ``start_dir``): Ray actors (or in-process when
@@ -435,14 +440,14 @@ def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, criti
         raise ValueError(f"learner.num_learners={config.learner.num_learners} runs learners as Ray actors: "
                          "set rollout.num_workers >= 1")
     grpo = config.grpo
-    learner = make_learner(config, lr=grpo.lr, total_steps=grpo.steps * grpo.mini_batches * grpo.epochs,
+    learner = make_learner(config, lr=grpo.lr, total_steps=grpo_optimizer_steps(config),
                            adapter_dir=start_dir, in_process=in_process)
     reference_kwargs = dict(model_name=config.model.name, checkpoint_dir=reference_dir, lora=lora_settings(config),
                             device=resolve_device(config.model.device), bf16=learner_bf16(config))
     critic_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=grpo.critic_lr,
                          adapter_dir=critic_dir or start_dir, seed=config.seed, device=resolve_device(config.model.device),
                          bf16=learner_bf16(config), config=dataclasses.replace(config.learner, num_learners=1),
-                         total_steps=grpo.steps * grpo.mini_batches * grpo.epochs)
+                         total_steps=grpo_optimizer_steps(config))
     roles = [(ReferenceModel, reference_kwargs)] + [(Critic, critic_kwargs)] * (grpo.advantage_estimator == "gae")
     if in_process:
         made = [cls(**kwargs) for cls, kwargs in roles]
@@ -526,9 +531,8 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
                                                 critic_dir=critic_dir)
         learners = {roles[0]: learner}
         for role in roles[1:]:  # each further policy: its own learner (or group) and optimizer
-            learners[role] = make_learner(config, lr=config.grpo.lr, total_steps=config.grpo.steps
-                                          * config.grpo.mini_batches * config.grpo.epochs, adapter_dir=starts[role],
-                                          in_process=config.rollout.num_workers <= 0)
+            learners[role] = make_learner(config, lr=config.grpo.lr, total_steps=grpo_optimizer_steps(config),
+                                          adapter_dir=starts[role], in_process=config.rollout.num_workers <= 0)
         try:
             if resume:
                 for role, policy in learners.items():

@@ -183,21 +183,24 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
         for name, state in synced.items():
             worker.update_weights(state, **routed(name))
 
+    def credit(trajectories: list[Trajectory], advantages: torch.Tensor) -> torch.Tensor:
+        """Each token's advantage (``[B, T]``): the episode's, or its turn's or list item's (``config.credit``)."""
+        if config.credit == "episode":
+            return advantages
+        width = max(len(t.token_ids) for t in trajectories)  # the token batches' width
+        if config.credit == "turn":
+            return turn_credit(trajectories, env_weight=reward_weights.get("env", 0.0), gamma=config.gamma,
+                               scale_by_std=config.scale_by_std, width=width)
+        return rank_credit(trajectories, advantages, tokenizer, scale_by_std=config.scale_by_std, width=width)
+
     def learn(policy, policy_reference, trajectories: list[Trajectory], rewards: torch.Tensor,
               advantages: torch.Tensor, split: dict[str, float], *, role: str | None) -> dict[str, float]:
         """Scores one policy's tokens of the batch (those of its turns, ``role``; every policy token
-        when None) and updates it (and the critic) on them; returns the update's metrics."""
+        when None) and updates it (and the critic) on them; returns the update's metrics.
+        ``advantages`` are per episode (``[B]``) or per token (``[B, T]``)."""
         batch = token_batch(trajectories, advantages, pad_id=policy.pad_token_id(), role=role)
         if role is not None and batch.num_tokens == 0:
             return {"train/idle": 1.0}  # this role played no turn this round: nothing to learn
-        if config.credit == "turn":
-            per_token = turn_credit(trajectories, env_weight=reward_weights.get("env", 0.0), gamma=config.gamma,
-                                    scale_by_std=config.scale_by_std, width=batch.input_ids.shape[1])
-            batch = dataclasses.replace(batch, advantages=per_token * batch.loss_mask)
-        elif config.credit == "rank":
-            per_token = rank_credit(trajectories, advantages, tokenizer, scale_by_std=config.scale_by_std,
-                                    width=batch.input_ids.shape[1])
-            batch = dataclasses.replace(batch, advantages=per_token * batch.loss_mask)
         if config.kl_coef:
             with timed(split, "perf/reference_seconds"):
                 batch = dataclasses.replace(batch, ref_logprobs=policy_reference.logprobs(
@@ -272,6 +275,7 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
                 ahead = pool.submit(play, step + 1), workers_version
             rewards = torch.tensor([t.reward for t in trajectories], dtype=torch.float32)
             advantages = grpo_advantages(rewards, [t.group_id for t in trajectories], scale_by_std=config.scale_by_std)
+            advantages = credit(trajectories, advantages)  # once a round, for every policy
             metrics = {}
             for name, policy in learners.items():
                 learned = learn(policy, references.get(name), trajectories, rewards, advantages, split,
@@ -325,8 +329,11 @@ def timed(seconds: dict[str, float], key: str) -> Iterator[None]:
 def token_batch(trajectories: Sequence[Trajectory], advantages: torch.Tensor, *, pad_id: int,
                 role: str | None = None) -> TokenBatch:
     """The learner's tensors: tokens, loss mask, the sampler's log-probs, and each episode's
-    advantage spread over its policy tokens (with ``role``, only over the tokens of that role's turns)."""
+    advantage spread over its policy tokens (with ``role``, only over the tokens of that role's turns);
+    ``advantages`` ``[B]`` per episode, or ``[B, T]`` per token (kept on those tokens only)."""
     masks = [t.loss_mask if role is None else role_mask(t, role) for t in trajectories]
+    if advantages.dim() == 2:
+        advantages = [[value * kept for value, kept in zip(row, mask)] for row, mask in zip(advantages.tolist(), masks)]
     return TokenBatch.from_sequences([t.token_ids for t in trajectories], masks, pad_id=pad_id,
                                      rollout_logprobs=[t.logprobs for t in trajectories], advantages=advantages)
 

@@ -14,6 +14,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from envs.config import EnvConfig
 from envs.signals.sasrec import SASRecConfig
+from launch.placement import PlacementConfig
 from rewards import RewardConfig
 from rl.curriculum import CurriculumConfig
 from rl.grpo import GRPOConfig
@@ -118,6 +119,7 @@ class RunConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 

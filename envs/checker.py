@@ -5,7 +5,10 @@ from __future__ import annotations
 import gymnasium as gym
 from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 
-MALFORMED_ACTIONS = ("", "<recommend>", "<tool_call>{not json}</tool_call>", "<plan>only a plan</plan>")
+MALFORMED_ACTIONS = ("", "<recommend>", "<tool_call>{not json}</tool_call>", "<plan>only a plan</plan>",
+                     "<tool_call>" + "[" * 5000 + "]" * 5000 + "</tool_call>", "<plan>" * 200_000)
+"""Each must be answered with an observation and an error (the last two: deep JSON, and a megabyte
+of unclosed tags that a backtracking parser takes minutes over)."""
 
 
 def check_env(env: gym.Env, *, task_options: dict | None = None) -> None:

@@ -12,15 +12,46 @@ Parsing never raises: whatever cannot be read becomes a message in ``ParsedActio
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 
 from envs.types import ParsedAction, ToolCall
 
 TAGS = ("plan", "tool_call", "reflection", "recommend")
-_BLOCK = re.compile(r"<(plan|tool_call|reflection|recommend)>(.*?)</\1>", re.DOTALL)
-_OPEN = re.compile(r"<(plan|tool_call|reflection|recommend)>")
+_TAG = re.compile(r"<(/?)(plan|tool_call|reflection|recommend)>")
 _ID_SEPARATOR = re.compile(r"[,\s]+")
+
+
+def tag_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The ``<tag>body</tag>`` blocks of ``text`` in order, and the tags opened but never closed.
+
+    A block runs from an opening tag to the first closing tag of the same name (tags in between are
+    body); an opening tag inside no block is unclosed. Linear in the text, whatever it holds.
+
+    >>> tag_blocks("<plan>a <recommend>1</recommend></plan> <recommend>2")
+    ([('plan', 'a <recommend>1</recommend>')], ['recommend'])
+    """
+    tokens = [(match.start(), match.end(), bool(match.group(1)), match.group(2)) for match in _TAG.finditer(text)]
+    closes: dict[str, list[int]] = {tag: [] for tag in TAGS}
+    """Per tag, the indices in ``tokens`` of its closing tags, ascending."""
+    for index, (_, _, closing, tag) in enumerate(tokens):
+        if closing:
+            closes[tag].append(index)
+    blocks, unclosed = [], []
+    index = 0
+    while index < len(tokens):
+        start, end, closing, tag = tokens[index]
+        if not closing:
+            after = bisect.bisect_right(closes[tag], index)
+            if after == len(closes[tag]):
+                unclosed.append(tag)
+            else:
+                close = closes[tag][after]
+                blocks.append((tag, text[end : tokens[close][0]]))
+                index = close
+        index += 1
+    return blocks, unclosed
 
 
 def parse_action(text: str) -> ParsedAction:
@@ -33,10 +64,9 @@ def parse_action(text: str) -> ParsedAction:
     ['unclosed <recommend> tag']
     """
     action = ParsedAction()
-    closed_spans: list[tuple[int, int]] = []
-    for match in _BLOCK.finditer(text):
-        tag, body = match.group(1), match.group(2).strip()
-        closed_spans.append(match.span())
+    blocks, unclosed = tag_blocks(text)
+    for tag, body in blocks:
+        body = body.strip()
         if tag == "plan":
             action.plan = body if action.plan is None else f"{action.plan}\n{body}"
         elif tag == "reflection":
@@ -51,9 +81,7 @@ def parse_action(text: str) -> ParsedAction:
             action.errors.append("more than one <recommend> block")
         else:
             action.recommend = [i for i in _ID_SEPARATOR.split(body) if i]
-    for match in _OPEN.finditer(text):
-        if not any(start <= match.start() < end for start, end in closed_spans):
-            action.errors.append(f"unclosed <{match.group(1)}> tag")
+    action.errors.extend(f"unclosed <{tag}> tag" for tag in unclosed)
     if not action.tool_calls and action.recommend is None and not action.errors:
         action.errors.append("no <tool_call> or <recommend> tag found")
     return action
@@ -64,6 +92,8 @@ def _parse_tool_call(body: str) -> tuple[ToolCall | None, str]:
         payload = json.loads(body)
     except json.JSONDecodeError as exc:
         return None, f"tool_call is not valid JSON ({exc.msg})"
+    except (RecursionError, ValueError):  # nested too deep, or an integer too long to convert
+        return None, "tool_call is not valid JSON (nested too deep or a number too long)"
     if not isinstance(payload, dict):
         return None, "tool_call must be a JSON object with 'name' and 'arguments'"
     name = payload.get("name")

@@ -16,6 +16,11 @@ from envs.tools import InteractionGraph, Toolbox, ToolResult
 from envs.types import Catalog, ParsedAction, RankingOutcome, RankingTask
 
 MAX_TEXT = 16_384
+"""Characters of an action that are read (the rest is dropped, with an error)."""
+MAX_TOOL_CALLS = 8
+"""Tool calls answered in one turn (the rest are dropped, with an error)."""
+MAX_ERRORS = 16
+"""Error messages reported for one turn (the rest are counted)."""
 
 
 def whitespace_tokens(text: str) -> int:
@@ -99,10 +104,20 @@ class SequentialRecEnv(gym.Env):
         if self._task is None or self._done:
             raise RuntimeError("call reset() before step() (the episode is over or never started)")
         self._turns += 1
+        errors = []
+        if not isinstance(action, str):
+            errors.append(f"an action is text, not {type(action).__name__}")
+            action = ""
+        if len(action) > MAX_TEXT:
+            errors.append(f"action of {len(action)} characters: only the first {MAX_TEXT} were read")
+            action = action[:MAX_TEXT]
         self._tokens += self.count_tokens(action)
         parsed = parse_action(action)
-        self._format_clean = self._format_clean and not parsed.errors
-        errors = list(parsed.errors)
+        errors.extend(parsed.errors)
+        if len(parsed.tool_calls) > MAX_TOOL_CALLS:
+            errors.append(f"{len(parsed.tool_calls)} tool calls in one turn: only the first {MAX_TOOL_CALLS} "
+                          "were answered")
+            parsed.tool_calls = parsed.tool_calls[:MAX_TOOL_CALLS]
         observation, reward, terminated, truncated = "", 0.0, False, False
         tool_results: list[ToolResult] = []
         outcome, format_valid = None, False
@@ -114,6 +129,7 @@ class SequentialRecEnv(gym.Env):
             terminated = True
         else:
             observation, tool_results = self._answer_tool_calls(parsed)
+            errors.extend(f"tool call failed: {result.error}" for result in tool_results if not result.ok)
             self._tokens += self.count_tokens(observation)
             if self._turns >= self.max_turns:
                 errors.append("turn budget exhausted")
@@ -121,11 +137,12 @@ class SequentialRecEnv(gym.Env):
             elif self._tokens >= self.max_episode_tokens:
                 errors.append("token budget exhausted")
                 truncated = True
+        self._format_clean = self._format_clean and not errors
         self._done = terminated or truncated
         info = {
             "turn": self._turns,
             "action": parsed,
-            "errors": errors,
+            "errors": capped(errors),
             "tool_results": tool_results,
             "observation_role": "tool",
             "format_valid": format_valid,
@@ -141,13 +158,13 @@ class SequentialRecEnv(gym.Env):
         results = []
         for call in parsed.tool_calls:
             if call.name not in allowed:
-                text = f"error: unknown tool '{call.name}'; available: {', '.join(sorted(allowed))}"
-                results.append(ToolResult(name=call.name, text=text, ok=False, error=text))
+                error = f"unknown tool '{call.name}'; available: {', '.join(sorted(allowed))}"
+                results.append(ToolResult(name=call.name, text=f"error: {error}", ok=False, error=error))
             else:
                 results.append(self._toolbox.call(call.name, call.arguments))
         responses = [f"<tool_response>{result.text}</tool_response>" for result in results]
         if not parsed.tool_calls:
-            detail = "; ".join(parsed.errors) or "no action"
+            detail = "; ".join(capped(parsed.errors)) or "no action"
             responses.append(
                 f"<tool_response>error: {detail}. Call a tool with <tool_call> or finish with "
                 "<recommend>id, ...</recommend>.</tool_response>"
@@ -174,3 +191,14 @@ class SequentialRecEnv(gym.Env):
         rank = ranking.index(self._task.target_item_id) + 1 if ranking else None
         valid = bool(listed) and not errors and self._format_clean
         return RankingOutcome(ranking=tuple(ranking), rank=rank), valid
+
+
+def capped(errors: list[str]) -> list[str]:
+    """At most ``MAX_ERRORS`` messages, the rest counted in a last one.
+
+    >>> capped(["bad id"] * 20)[-1]
+    '... and 5 more errors'
+    """
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    return errors[: MAX_ERRORS - 1] + [f"... and {len(errors) - MAX_ERRORS + 1} more errors"]

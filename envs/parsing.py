@@ -6,6 +6,10 @@ The agent speaks in tags::
     <tool_call>{"name": "item_cf", "arguments": {"user_id": "196"}}</tool_call>
     <reflection>...</reflection>
     <recommend>242, 51, 1043</recommend>
+    <answer>4</answer>                       (rating prediction)
+    <act>ask_preference</act><say>...</say>  (conversation)
+
+Each env names the tags it takes; any other is an error.
 
 Parsing never raises: whatever cannot be read becomes a message in ``ParsedAction.errors``.
 """
@@ -15,11 +19,14 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Sequence
 
 from envs.types import ParsedAction, ToolCall
 
-TAGS = ("plan", "tool_call", "reflection", "recommend")
-_TAG = re.compile(r"<(/?)(plan|tool_call|reflection|recommend)>")
+TAGS = ("plan", "tool_call", "reflection", "recommend", "answer", "act", "say")
+_TAG = re.compile(r"<(/?)(" + "|".join(TAGS) + r")>")
+_SINGLE = {"recommend": "recommend", "answer": "answer", "act": "act", "say": "utterance"}
+"""Tags an action holds at most once, and the ParsedAction field each fills."""
 _ID_SEPARATOR = re.compile(r"[,\s]+")
 
 
@@ -54,8 +61,11 @@ def tag_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
     return blocks, unclosed
 
 
-def parse_action(text: str) -> ParsedAction:
-    """Parses one agent turn.
+RANKING_TAGS = ("plan", "tool_call", "reflection", "recommend")
+
+
+def parse_action(text: str, *, tags: Sequence[str] = RANKING_TAGS) -> ParsedAction:
+    """Parses one agent turn of an env that takes ``tags``.
 
     >>> a = parse_action('<plan>look</plan><recommend>3, 1 ,2</recommend>')
     >>> a.plan, a.recommend, a.errors
@@ -67,7 +77,9 @@ def parse_action(text: str) -> ParsedAction:
     blocks, unclosed = tag_blocks(text)
     for tag, body in blocks:
         body = body.strip()
-        if tag == "plan":
+        if tag not in tags:
+            action.errors.append(f"<{tag}> is not used here; use {', '.join(f'<{t}>' for t in tags)}")
+        elif tag == "plan":
             action.plan = body if action.plan is None else f"{action.plan}\n{body}"
         elif tag == "reflection":
             action.reflection = body if action.reflection is None else f"{action.reflection}\n{body}"
@@ -77,13 +89,17 @@ def parse_action(text: str) -> ParsedAction:
                 action.tool_calls.append(call)
             else:
                 action.errors.append(error)
-        elif action.recommend is not None:
-            action.errors.append("more than one <recommend> block")
-        else:
+        elif getattr(action, _SINGLE[tag]) is not None:
+            action.errors.append(f"more than one <{tag}> block")
+        elif tag == "recommend":
             action.recommend = [i for i in _ID_SEPARATOR.split(body) if i]
+        else:
+            setattr(action, _SINGLE[tag], body)
     action.errors.extend(f"unclosed <{tag}> tag" for tag in unclosed)
-    if not action.tool_calls and action.recommend is None and not action.errors:
-        action.errors.append("no <tool_call> or <recommend> tag found")
+    final = (action.recommend, action.answer, action.act)
+    if not action.tool_calls and all(value is None for value in final) and not action.errors:
+        wanted = [f"<{tag}>" for tag in tags if tag not in ("plan", "reflection", "say")]
+        action.errors.append(f"no {' or '.join(wanted)} tag found")
     return action
 
 

@@ -84,8 +84,47 @@ class RankingTask(Task):
         )
 
 
-TASK_KINDS: dict[str, type[Task]] = {"ranking": RankingTask}
-"""Task classes by ``kind``; rating and dialogue tasks register here."""
+@dataclass(frozen=True, kw_only=True)
+class RatingTask(Task):
+    """Predict ``user_id``'s rating of ``item_id`` (MACRec's rating prediction) given ``history``,
+    the items the user rated before, oldest first, and ``history_ratings``, their ratings."""
+
+    kind: ClassVar[str] = "rating"
+    item_id: str
+    history: tuple[str, ...]
+    history_ratings: tuple[float, ...]
+    target_rating: float
+
+    @staticmethod
+    def from_json(row: dict[str, Any]) -> "RatingTask":
+        return RatingTask(task_id=str(row["task_id"]), user_id=str(row["user_id"]), item_id=str(row["item_id"]),
+                          history=tuple(str(i) for i in row["history"]),
+                          history_ratings=tuple(float(r) for r in row["history_ratings"]),
+                          target_rating=float(row["target_rating"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DialogueTask(Task):
+    """Converse with a simulator of ``user_id`` who wants ``target_item_id`` (hidden from the agent)
+    until it accepts a recommendation from ``candidate_item_ids``. ``history`` is what the user
+    consumed before, oldest first; ``opening`` the user's first message (empty: the simulator's own)."""
+
+    kind: ClassVar[str] = "dialogue"
+    history: tuple[str, ...]
+    candidate_item_ids: tuple[str, ...]
+    target_item_id: str
+    opening: str = ""
+
+    @staticmethod
+    def from_json(row: dict[str, Any]) -> "DialogueTask":
+        return DialogueTask(task_id=str(row["task_id"]), user_id=str(row["user_id"]),
+                            history=tuple(str(i) for i in row["history"]),
+                            candidate_item_ids=tuple(str(i) for i in row["candidate_item_ids"]),
+                            target_item_id=str(row["target_item_id"]), opening=str(row.get("opening", "")))
+
+
+TASK_KINDS: dict[str, type[Task]] = {"ranking": RankingTask, "rating": RatingTask, "dialogue": DialogueTask}
+"""Task classes by ``kind``."""
 
 
 def task_from_json(row: dict[str, Any]) -> Task:
@@ -113,9 +152,46 @@ class RankingOutcome:
         return RankingOutcome(ranking=tuple(row["ranking"]), rank=row["rank"])
 
 
-Outcome = RankingOutcome
-"""Every outcome type (rating and dialogue outcomes join this union)."""
-OUTCOME_KINDS: dict[str, Any] = {"ranking": RankingOutcome}
+@dataclass(frozen=True)
+class RatingOutcome:
+    """How a rating episode ended: the agent's predicted rating (None without a usable answer) and the truth."""
+
+    kind: ClassVar[str] = "rating"
+    prediction: float | None = None
+    target: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "prediction": self.prediction, "target": self.target}
+
+    @staticmethod
+    def from_json(row: dict[str, Any]) -> "RatingOutcome":
+        return RatingOutcome(prediction=row["prediction"], target=row["target"])
+
+
+@dataclass(frozen=True)
+class DialogueOutcome:
+    """How a conversation ended: whether the simulator accepted a recommendation, at which agent turn
+    (1-based; None if never), the agent turns taken, and every item recommended, in order."""
+
+    kind: ClassVar[str] = "dialogue"
+    accepted: bool = False
+    accepted_at: int | None = None
+    turns: int = 0
+    recommended: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "accepted": self.accepted, "accepted_at": self.accepted_at, "turns": self.turns,
+                "recommended": list(self.recommended)}
+
+    @staticmethod
+    def from_json(row: dict[str, Any]) -> "DialogueOutcome":
+        return DialogueOutcome(accepted=row["accepted"], accepted_at=row["accepted_at"], turns=row["turns"],
+                               recommended=tuple(row["recommended"]))
+
+
+Outcome = RankingOutcome | RatingOutcome | DialogueOutcome
+"""Every outcome type."""
+OUTCOME_KINDS: dict[str, Any] = {"ranking": RankingOutcome, "rating": RatingOutcome, "dialogue": DialogueOutcome}
 
 
 @dataclass(frozen=True)
@@ -134,12 +210,19 @@ class ParsedAction:
     tool_calls: list[ToolCall] = field(default_factory=list)
     reflection: str | None = None
     recommend: list[str] | None = None
+    answer: str | None = None
+    """A rating episode's final answer (``<answer>4</answer>``), as written."""
+    act: str | None = None
+    """A conversational turn's dialogue act (``<act>ask_preference</act>``), as written."""
+    utterance: str | None = None
+    """What a conversational turn says to the user (``<say>...</say>``)."""
     errors: list[str] = field(default_factory=list)
 
     @staticmethod
     def from_json(row: dict[str, Any]) -> "ParsedAction":
         return ParsedAction(plan=row["plan"], tool_calls=[ToolCall(**c) for c in row["tool_calls"]],
-                            reflection=row["reflection"], recommend=row["recommend"], errors=list(row["errors"]))
+                            reflection=row["reflection"], recommend=row["recommend"], answer=row.get("answer"),
+                            act=row.get("act"), utterance=row.get("utterance"), errors=list(row["errors"]))
 
 
 ENV_ROLES = ("system", "env", "tool", "user")

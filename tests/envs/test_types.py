@@ -1,9 +1,12 @@
 """The shared types: tasks by kind, and a Trajectory of turns that survives a dataset round trip."""
 
+import json
+
 import datasets
 import pytest
 
-from envs.types import (ParsedAction, RankingOutcome, RankingTask, ToolCall, Trajectory, Turn, task_from_json)
+from envs.types import (DialogueOutcome, DialogueTask, ParsedAction, RankingOutcome, RankingTask, RatingOutcome,
+                        RatingTask, ToolCall, Trajectory, Turn, task_from_json)
 
 
 def full_trajectory() -> Trajectory:
@@ -42,5 +45,18 @@ def test_tasks_serialize_with_their_kind():
     assert row["kind"] == "ranking" and row["history"] == ["a"]
     assert task_from_json(row) == task
     assert task_from_json({k: v for k, v in row.items() if k != "kind"}) == task  # files from before kinds
-    with pytest.raises(ValueError, match="unknown task kind 'rating'"):
-        task_from_json({**row, "kind": "rating"})
+    with pytest.raises(ValueError, match="unknown task kind 'survey'"):
+        task_from_json({**row, "kind": "survey"})
+    rating = RatingTask(task_id="r", user_id="u", item_id="i", history=("a", "b"), history_ratings=(4.0, 2.0),
+                        target_rating=5.0)
+    dialogue = DialogueTask(task_id="d", user_id="u", history=("a",), candidate_item_ids=("b", "c"),
+                            target_item_id="c", opening="something funny?")
+    for other in (rating, dialogue):
+        assert task_from_json(json.loads(json.dumps(other.to_json()))) == other
+
+
+def test_every_outcome_round_trips_through_a_dataset_row():
+    for outcome in (RankingOutcome(ranking=("b", "a"), rank=2), RatingOutcome(prediction=3.5, target=4.0),
+                    DialogueOutcome(accepted=True, accepted_at=3, turns=3, recommended=("x", "c"))):
+        trajectory = Trajectory(task_id="t", env_id="e", source="s", outcome=outcome)
+        assert Trajectory.from_row(trajectory.to_row()).outcome == outcome

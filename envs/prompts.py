@@ -14,13 +14,14 @@ INSTRUCTIONS = (
 )
 
 
-def system_prompt(tool_specs: Sequence[Any]) -> str:
+def system_prompt(tool_specs: Sequence[Any], *, instructions: str = INSTRUCTIONS) -> str:
     """The system message: the protocol and one line per tool.
 
     Args:
         tool_specs: objects with ``name``, ``description`` and a JSON-schema ``parameters``.
+        instructions: the env's protocol (default: ranking's).
     """
-    lines = [INSTRUCTIONS, "Tools:"]
+    lines = [instructions, "Tools:"]
     for spec in tool_specs:
         args = ", ".join(spec.parameters.get("properties", {}))
         lines.append(f"- {spec.name}({args}): {spec.description}")

@@ -35,3 +35,4 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
 
 
 register("SequentialRec-v0", "envs.sequential_rec:SequentialRecEnv")
+register("RatingPrediction-v0", "envs.rating_prediction:RatingPredictionEnv")

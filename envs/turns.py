@@ -1,0 +1,72 @@
+"""What every text env does with an agent's turn: read it within bounds, parse it, answer its tool
+calls, and report at most a few errors. Whatever a sampled policy writes is answered in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from envs.parsing import parse_action
+from envs.tools import Toolbox, ToolResult
+from envs.types import ParsedAction
+
+MAX_TEXT = 16_384
+"""Characters of an action that are read (the rest is dropped, with an error)."""
+MAX_TOOL_CALLS = 8
+"""Tool calls answered in one turn (the rest are dropped, with an error)."""
+MAX_ERRORS = 16
+"""Error messages reported for one turn (the rest are counted)."""
+
+
+def read_action(action: object, *, tags: Sequence[str]) -> tuple[str, ParsedAction, list[str]]:
+    """The text read of ``action`` (at most ``MAX_TEXT`` characters), its parse with the env's
+    ``tags`` (at most ``MAX_TOOL_CALLS`` tool calls kept), and the turn's errors so far.
+
+    >>> text, parsed, errors = read_action("<recommend>1</recommend>" + " " * MAX_TEXT, tags=("recommend",))
+    >>> parsed.recommend, errors
+    (['1'], ['action of 16408 characters: only the first 16384 were read'])
+    """
+    errors = []
+    if not isinstance(action, str):
+        errors.append(f"an action is text, not {type(action).__name__}")
+        action = ""
+    if len(action) > MAX_TEXT:
+        errors.append(f"action of {len(action)} characters: only the first {MAX_TEXT} were read")
+        action = action[:MAX_TEXT]
+    parsed = parse_action(action, tags=tags)
+    errors.extend(parsed.errors)
+    if len(parsed.tool_calls) > MAX_TOOL_CALLS:
+        errors.append(f"{len(parsed.tool_calls)} tool calls in one turn: only the first {MAX_TOOL_CALLS} were answered")
+        parsed.tool_calls = parsed.tool_calls[:MAX_TOOL_CALLS]
+    return action, parsed, errors
+
+
+def answer_tool_calls(toolbox: Toolbox, allowed: Collection[str], parsed: ParsedAction, *,
+                      finish_hint: str) -> tuple[str, list[ToolResult], list[str]]:
+    """The ``<tool_response>`` observation for a turn's tool calls (only ``allowed`` tools run), each
+    call's result, and an error per failed call. A turn without calls gets an error observation
+    that repeats the parse errors and says how to go on (``finish_hint``: how this env's episodes end)."""
+    results = []
+    for call in parsed.tool_calls:
+        if call.name not in allowed:
+            error = f"unknown tool '{call.name}'; available: {', '.join(sorted(allowed))}"
+            results.append(ToolResult(name=call.name, text=f"error: {error}", ok=False, error=error))
+        else:
+            results.append(toolbox.call(call.name, call.arguments))
+    responses = [f"<tool_response>{result.text}</tool_response>" for result in results]
+    if not parsed.tool_calls:
+        detail = "; ".join(capped(parsed.errors)) or "no action"
+        responses.append(f"<tool_response>error: {detail}. Call a tool with <tool_call> or {finish_hint}."
+                         "</tool_response>")
+    errors = [f"tool call failed: {result.error}" for result in results if not result.ok]
+    return "\n".join(responses), results, errors
+
+
+def capped(errors: list[str]) -> list[str]:
+    """At most ``MAX_ERRORS`` messages, the rest counted in a last one.
+
+    >>> capped(["bad id"] * 20)[-1]
+    '... and 5 more errors'
+    """
+    if len(errors) <= MAX_ERRORS:
+        return errors
+    return errors[: MAX_ERRORS - 1] + [f"... and {len(errors) - MAX_ERRORS + 1} more errors"]

@@ -52,11 +52,35 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
     compare.add_argument("--metric", action="append", dest="metrics", metavar="METRIC",
                          help="a metric to compare, e.g. hr@1; repeat for several (default: all)")
+    critic_help = "the learned critic reward: score episodes into records, then fit the regressor on them"
+    critic = sub.add_parser("critic", help=critic_help, description=critic_help,
+                            epilog="example: recrl critic label runs/quickstart/teacher/dataset --out records.jsonl"
+                                   " && recrl critic train records.jsonl --out runs/critic")
+    actions = critic.add_subparsers(dest="action", required=True, metavar="action")
+    label = actions.add_parser("label", help="score episodes by their outcome, or by an LLM judge -> JSONL records")
+    label.add_argument("trajectories", help="a trajectory dataset folder (e.g. RUN_DIR/teacher/dataset)")
+    label.add_argument("--out", required=True, help="the JSON-lines file of {text, score} records to write")
+    label.add_argument("--reward", default="", help="score by this reward component (default: the total reward)")
+    label.add_argument("--judge", metavar="MODEL", help="score with this model as an LLM judge instead")
+    label.add_argument("--device", default="cpu", help="where the judge runs (default cpu)")
+    fit = actions.add_parser("train", help="fit the regressor on {text, score} records -> critic.safetensors")
+    fit.add_argument("records", help="a JSON-lines file of {text, score} records")
+    fit.add_argument("--out", required=True, help="the folder to save the critic in")
+    fit.add_argument("--epochs", type=int, default=200, help="full-batch epochs (default 200)")
+    fit.add_argument("--hidden", type=int, default=128, help="hidden units of the head (default 128)")
+    fit.add_argument("--held-out", type=float, default=0.2, help="fraction of records held out (default 0.2)")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the split and the head (default 0)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "critic":  # its own files: no config, no run
+        try:
+            return critic(args)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"recrl critic {args.action}: error: {error}", file=sys.stderr)
+            return 1
     if args.command == "compare":  # reads eval.json only: no config, no run
         try:
             return compare(args.eval_json, args.pairs, num_resamples=args.resamples, seed=args.seed,
@@ -178,6 +202,37 @@ def compare(eval_json: str, pairs: list[str], *, num_resamples: int, seed: int,
     out_path.write_text(json.dumps(result, indent=2))
     print(format_comparison(result))
     print(f"[compare] wrote {out_path}")
+    return 0
+
+
+def critic(args: argparse.Namespace) -> int:
+    """``recrl critic label`` writes {text, score} records; ``recrl critic train`` fits the critic on them."""
+    if args.action == "train":
+        from rewards.critic_reward import read_records, train_critic
+
+        texts, scores = read_records(args.records)
+        metrics = train_critic(texts, scores, args.out, hidden=args.hidden, epochs=args.epochs,
+                               held_out=args.held_out, seed=args.seed)
+        print(f"[critic] {json.dumps(metrics)}")
+        print(f"[critic] wrote {Path(args.out) / 'critic.safetensors'}")
+        return 0
+    from rewards.judge import dialogue_text, judge_records, outcome_records
+    from teachers.pipeline import read_dataset
+
+    trajectories = read_dataset(args.trajectories)
+    if args.judge:
+        from rollout.generate import chat_generator
+
+        records, unscored = judge_records([dialogue_text(t) for t in trajectories],
+                                          chat_generator(args.judge, device=args.device))
+        print(f"[critic] the judge scored {len(records)} of {len(trajectories)} episodes ({unscored} replies held "
+              "no score)")
+    else:
+        records = outcome_records(trajectories, reward=args.reward)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(record) + "\n" for record in records))
+    print(f"[critic] wrote {len(records)} records to {out}")
     return 0
 
 

@@ -34,13 +34,17 @@ class DataConfig:
     """Dataset and the leave-last-out protocol."""
 
     dataset: str = "ml-100k"
-    """Dataset name (ml-100k from the recbole wheel)."""
+    """Dataset name: ml-100k (from the recbole wheel), synthetic, or amazon / redial (read from ``path``)."""
     num_negatives: int = 19
     """Sampled negatives per task (1 + 19 = 20 candidates)."""
     max_history: int = 50
     """Most recent history items kept per task."""
     seed: int = 0
     """Seed of candidate sampling."""
+    min_rating: float | None = None
+    """Held-out target: each user's last interaction rated at least this (MACRec: 4); null: the last one."""
+    path: str = ""
+    """The data file or folder of datasets read from disk (amazon: reviews + meta_ files; redial: dialogues)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from envs.baselines import BASELINES
 from envs.signals.signals import build_signals
 from envs.data import build_tasks, leave_last_out, load_ml100k, load_tasks, save_tasks, synthetic_catalog
 from envs.data import tasks_from_file, training_interactions
+from envs.data import load_amazon, load_redial
 from envs.data.splits import sample_in_order
 from envs.tools import InteractionGraph
 from envs.types import Catalog, RankingTask
@@ -42,6 +44,8 @@ from rollout.policy import (LoraSettings, bf16_supported, checkpoint_fingerprint
 from rollout.worker import EnvSpec, RolloutWorker, resolve_engine
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
+FILE_CATALOGS: dict[str, Callable[[str], Catalog]] = {"amazon": load_amazon, "redial": load_redial}
+"""Datasets read from ``data.path``."""
 Log = Callable[[dict, int], None]
 
 
@@ -96,9 +100,18 @@ class RunPaths:
         return self.root / "eval.json"
 
 
-def load_catalog(name: str) -> Catalog:
+def load_catalog(name: str, path: str = "") -> Catalog:
+    """The dataset ``name``; those in ``FILE_CATALOGS`` read ``path`` (``data.path``), the others take none."""
+    if name in FILE_CATALOGS:
+        if not path:
+            raise ValueError(f"data.dataset={name} reads its data from data.path, which is empty: "
+                             f"set data.path=... to the {name} file or folder")
+        return FILE_CATALOGS[name](path)
     if name not in CATALOGS:
-        raise ValueError(f"unknown dataset '{name}'; available: {sorted(CATALOGS)}")
+        raise ValueError(f"unknown dataset '{name}'; available: {sorted([*CATALOGS, *FILE_CATALOGS])}")
+    if path:
+        raise ValueError(f"data.dataset={name} reads no files, but data.path={path!r} is set; "
+                         f"clear it, or use one of {sorted(FILE_CATALOGS)}")
     return CATALOGS[name]()
 
 
@@ -172,11 +185,24 @@ STAGE_SETTINGS = {"teach": ("seed", "data", "env", "sequential", "teacher", "mod
 """Config sections each stage's output depends on (a stage also depends on the ones before it)."""
 
 
+NEUTRAL_SETTINGS = {"data": {"min_rating": None, "path": ""}}
+"""Settings added after run folders were first keyed, and the values at which they change nothing:
+there they are left out of digests and saved settings, so older run folders still resume."""
+
+
+def keyed(section: str, settings: Any) -> Any:
+    """A config section's settings as digests and saved settings hold them (``NEUTRAL_SETTINGS`` out)."""
+    neutral = NEUTRAL_SETTINGS.get(section, {})
+    if not isinstance(settings, dict):
+        return settings
+    return {key: value for key, value in settings.items() if key not in neutral or value != neutral[key]}
+
+
 def stage_key(config: RunConfig, stage: str) -> str:
     """A digest of every setting that decides ``stage``'s output (its own and its inputs')."""
     settings = asdict(config)
     order = list(STAGE_SETTINGS)
-    chain = [{name: settings[name] for name in STAGE_SETTINGS[s]} for s in order[: order.index(stage) + 1]]
+    chain = [{name: keyed(name, settings[name]) for name in STAGE_SETTINGS[s]} for s in order[: order.index(stage) + 1]]
     return hashlib.sha256(json.dumps(chain, sort_keys=True).encode()).hexdigest()
 
 
@@ -207,20 +233,21 @@ def stage_data(config: RunConfig) -> tuple[Catalog, list[RankingTask], list[Rank
     held-out target.
     """
     paths = RunPaths(Path(config.run_dir))
-    catalog = load_catalog(config.data.dataset)
+    catalog = load_catalog(config.data.dataset, config.data.path)
     data = config.data
     settings_path = paths.train_tasks.parent / "settings.json"
     if paths.train_tasks.is_file() and paths.eval_tasks.is_file():
         saved = json.loads(settings_path.read_text()) if settings_path.is_file() else None
-        if saved != asdict(data):
+        if saved is None or keyed("data", saved) != keyed("data", asdict(data)):
             raise ValueError(f"the tasks in {settings_path.parent} were built with data settings {saved}, "
                              f"not {asdict(data)}: use another run_dir or delete that folder")
         return catalog, load_tasks(paths.train_tasks), load_tasks(paths.eval_tasks)
-    eval_tasks = build_tasks(catalog, num_negatives=data.num_negatives, seed=data.seed, max_history=data.max_history)
-    train_split, _ = leave_last_out(catalog.interactions)
+    eval_tasks = build_tasks(catalog, num_negatives=data.num_negatives, seed=data.seed, max_history=data.max_history,
+                             min_rating=data.min_rating)
+    train_split, _ = leave_last_out(catalog.interactions, min_rating=data.min_rating)
     train_catalog = Catalog(f"{catalog.name}-train", catalog.users, catalog.items, train_split)
     train_tasks = build_tasks(train_catalog, num_negatives=data.num_negatives, seed=data.seed + 1,
-                              max_history=data.max_history, exclude=catalog.interactions)
+                              max_history=data.max_history, exclude=catalog.interactions, min_rating=data.min_rating)
     save_tasks(train_tasks, paths.train_tasks)
     save_tasks(eval_tasks, paths.eval_tasks)
     settings_path.write_text(json.dumps(asdict(data)))

@@ -46,25 +46,39 @@ def _indices_by_user(interactions: Sequence[Interaction]) -> dict[str, list[int]
     return by_user
 
 
+def _target_position(sequence: Sequence[Interaction], min_rating: float | None) -> int | None:
+    """Position of the held-out target in a user's ordered sequence: the last interaction (rated at
+    least ``min_rating``, when given) with at least one interaction before it; None if there is none."""
+    for position in range(len(sequence) - 1, 0, -1):
+        if min_rating is None or sequence[position].rating >= min_rating:
+            return position
+    return None
+
+
 def leave_last_out(
-    interactions: Sequence[Interaction],
+    interactions: Sequence[Interaction], *, min_rating: float | None = None
 ) -> tuple[list[Interaction], dict[str, Interaction]]:
-    """Hold out each user's last interaction.
+    """Hold out each user's last interaction (the last one rated at least ``min_rating``).
 
     Args:
         interactions: All interactions, in any order.
+        min_rating: None holds out the last interaction whatever its rating. Otherwise the target
+            is the last interaction rated at least this; the user's interactions after it (rated
+            lower) leave the train split with it, so train holds only what came before the target.
 
     Returns:
         The train interactions (input order kept) and the held-out interaction by user id.
-        Users with fewer than two interactions keep everything in train.
+        Users without a target (fewer than two interactions, or no interaction rated at least
+        ``min_rating`` after their first) keep everything in train.
     """
-    held_out_indices = {
-        indices[-1]: user_id
-        for user_id, indices in _indices_by_user(interactions).items()
-        if len(indices) >= 2
-    }
-    train = [it for index, it in enumerate(interactions) if index not in held_out_indices]
-    held_out = {user_id: interactions[index] for index, user_id in held_out_indices.items()}
+    held_out: dict[str, Interaction] = {}
+    dropped: set[int] = set()
+    for user_id, indices in _indices_by_user(interactions).items():
+        position = _target_position([interactions[index] for index in indices], min_rating)
+        if position is not None:
+            held_out[user_id] = interactions[indices[position]]
+            dropped.update(indices[position:])
+    train = [it for index, it in enumerate(interactions) if index not in dropped]
     return train, held_out
 
 
@@ -100,6 +114,7 @@ def build_tasks(
     seed: int = 0,
     max_history: int = 50,
     exclude: Sequence[Interaction] = (),
+    min_rating: float | None = None,
 ) -> list[RankingTask]:
     """One leave-last-out ranking task per user who has a held-out item.
 
@@ -111,6 +126,10 @@ def build_tasks(
         max_history: Keep at most this many of the most recent train items as history.
         exclude: More interactions whose items are never sampled as that user's negatives
             (e.g. the full data, when ``catalog`` holds only a training split).
+        min_rating: None (the default) holds out each user's last interaction. Otherwise the
+            target is the user's last interaction rated at least this (MACRec's protocol: 4),
+            the history is what came before it, and a user with no such interaction after their
+            first gets no task; see ``leave_last_out``.
 
     Returns:
         Tasks sorted by user id, with ``num_negatives + 1`` shuffled candidates each.
@@ -118,7 +137,7 @@ def build_tasks(
     Raises:
         ValueError: A user has fewer unseen items than ``num_negatives``.
     """
-    train, held_out = leave_last_out(catalog.interactions)
+    train, held_out = leave_last_out(catalog.interactions, min_rating=min_rating)
     item_ids = sorted(catalog.items, key=id_sort_key)
     item_index = {item_id: index for index, item_id in enumerate(item_ids)}
     seen_by_user: dict[str, set[str]] = defaultdict(set)

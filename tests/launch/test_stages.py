@@ -51,6 +51,29 @@ def test_finished_stages_are_reused_only_with_the_same_settings(tmp_path):
     assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [False, False, False]
     changed = load_config(None, [f"run_dir={tmp_path}", "curriculum.samples=4", "grpo.steps=9"])
     assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [True, True, False]
+    changed = load_config(None, [f"run_dir={tmp_path}", "data.min_rating=4"])
+    assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [False, False, False]
+
+
+def test_a_run_folder_from_before_a_new_data_setting_still_resumes(tmp_path):
+    """Its saved settings and stage digests lack ``data.min_rating`` and ``data.path``: at their
+    defaults they change nothing, so it resumes; set, they are new settings."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    overrides = [f"run_dir={tmp_path}", "data.dataset=synthetic", "data.num_negatives=4"]
+    config = load_config(None, overrides)
+    stages.stage_data(config)
+    settings = tmp_path / "data" / "settings.json"
+    older = {k: v for k, v in json.loads(settings.read_text()).items() if k not in ("min_rating", "path")}
+    settings.write_text(json.dumps(older))
+    assert len(stages.stage_data(config)[2]) > 0
+    with pytest.raises(ValueError, match="were built with data settings"):
+        stages.stage_data(load_config(None, [*overrides, "data.min_rating=4"]))
+    sections = {name: asdict(config)[name] for name in stages.STAGE_SETTINGS["teach"]}
+    sections["data"] = older
+    assert stages.stage_key(config, "teach") == hashlib.sha256(json.dumps([sections], sort_keys=True).encode()).hexdigest()
 
 
 def test_an_evaluation_rerun_reuses_a_student_only_with_the_same_weights_and_settings(tmp_path, monkeypatch):

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> int:
     """Runs one stage (or all of them) with a W&B run that spans the whole command."""
-    from launch import stages
+    from launch import evaluation, stages
     from launch.config import to_yaml
     from rl.evaluate import format_table
     from rl.tracking import Tracker
@@ -160,7 +160,7 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
                 print(f"[train] nothing to do: {stages.RunPaths(run_dir).grpo_checkpoints} already holds "
                       f"grpo.steps={config.grpo.steps} from this SFT adapter (delete it to train again)")
         if command in ("eval", "quickstart"):
-            report = stages.stage_eval(config, tasks_file=tasks_file)
+            report = evaluation.stage_eval(config, tasks_file=tasks_file)
             methods = report["methods"]
             final = next((m for m in ("student_grpo", "student_sft", "student_base") if m in methods), None)
             flat = {f"eval/{name}/{k}": v for name, metrics in methods.items() for k, v in metrics.items()}

@@ -4,7 +4,7 @@ import hashlib
 
 import pytest
 
-from launch import stages
+from launch import evaluation, stages
 from launch.config import load_config
 from launch.stages import RunPaths, resume_from
 from rl.checkpoints import ResumeError, save_checkpoint
@@ -81,20 +81,20 @@ def test_an_evaluation_rerun_reuses_a_student_only_with_the_same_weights_and_set
                  "model.lora_r=0", "rollout.num_workers=0", "env.tools=[popularity]", "eval.methods=[pop,student_base]",
                  "eval.num_tasks=3", "eval.max_new_tokens=16", "eval.best_of_k=[1,2]",
                  "eval.best_of_k_methods=[student_base]"]
-    first = stages.stage_eval(load_config(None, overrides))
+    first = evaluation.stage_eval(load_config(None, overrides))
     assert len(first["ranks"]["student_base"]) == 3 and set(first["best_of_k"]["student_base"]) == {1, 2}
 
     def must_not_play(*args, **kwargs):
         raise AssertionError("the student was played again")
 
-    monkeypatch.setattr(stages, "play_students", must_not_play)
-    again = stages.stage_eval(load_config(None, overrides))
+    monkeypatch.setattr(evaluation, "play_students", must_not_play)
+    again = evaluation.stage_eval(load_config(None, overrides))
     assert again["methods"]["student_base"] == first["methods"]["student_base"]
     assert again["best_of_k"]["student_base"] == first["best_of_k"]["student_base"]
     assert again["fingerprints"] == first["fingerprints"]
     for changed in ("eval.max_new_tokens=17", "eval.best_of_k_temperature=0.9"):
         with pytest.raises(AssertionError, match="played again"):
-            stages.stage_eval(load_config(None, [*overrides, changed]))
+            evaluation.stage_eval(load_config(None, [*overrides, changed]))
 
 
 def test_curation_resumes_after_the_last_chunk_and_samples_only_new_candidates(tmp_path, monkeypatch):

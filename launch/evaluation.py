@@ -1,0 +1,169 @@
+"""``recrl eval``: every configured method (baselines, the teacher, the students) scored on the
+same held-out tasks, into ``eval.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+from envs.baselines import BASELINES
+from envs.data import tasks_from_file
+from envs.data.splits import sample_in_order
+from envs.types import RankingTask
+from launch.config import RunConfig
+from launch.stages import RunPaths, env_spec, rollout_workers, stage_data, teacher_weights
+from rollout.actors import broadcast, map_actors_chunked, release
+from rollout.engines.base import SamplingParams, derive_seed
+from rollout.episode import EpisodeRequest
+from rollout.policy import checkpoint_fingerprint, is_checkpoint, role_checkpoints
+from rollout.worker import EnvSpec, RolloutWorker
+
+STUDENTS = {"student_base": None, "student_sft": "sft_adapter", "student_grpo": "final_adapter"}
+BASELINE_METHODS = tuple(BASELINES)
+
+
+def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+    """Scores every configured method on the same held-out tasks.
+
+    Writes ``eval.json`` (or ``eval.<tasks file name>.json`` for ``tasks_file``) after every
+    method, so an interrupted evaluation keeps what it finished; a rerun on the same tasks reuses a
+    student's results while its weights and the evaluation settings are unchanged.
+    """
+    from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
+    from teachers.pipeline import TeacherWorker
+
+    known = (*BASELINE_METHODS, "teacher", *STUDENTS)
+    unknown = [m for m in config.eval.methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown eval method(s) {unknown}; available: {list(known)}")
+    paths = RunPaths(Path(config.run_dir))
+    out_path = paths.eval_json if tasks_file is None else paths.root / f"eval.{Path(tasks_file).stem}.json"
+    catalog, train_tasks, eval_tasks = stage_data(config)
+    if tasks_file is not None:
+        tasks = tasks_from_file(tasks_file, catalog, max_history=config.data.max_history)
+    else:
+        tasks = list(eval_tasks)
+        if 0 < config.eval.num_tasks < len(tasks):
+            tasks = sorted(random.Random(config.eval.seed).sample(tasks, config.eval.num_tasks),
+                           key=lambda t: eval_tasks.index(t))
+    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
+    methods: dict[str, dict[str, float]] = {}
+    ranks: dict[str, list[int | None]] = {}
+    skipped: dict[str, str] = {}
+    best_of_k: dict[str, dict[int, dict[str, float]]] = {}
+    report = {
+        "protocol": {
+            "dataset": catalog.name, "split": "leave-last-out", "num_tasks": len(tasks),
+            "num_candidates": len(tasks[0].candidate_item_ids), "tasks_file": str(tasks_file) if tasks_file else None,
+            "seed": config.eval.seed, "decoding": "greedy", "model": config.model.name,
+            "env": asdict(config.env), "skipped": skipped,
+            "best_of_k": {"ks": sorted(config.eval.best_of_k), "temperature": config.eval.best_of_k_temperature,
+                          "num_tasks": min(config.eval.best_of_k_tasks or len(tasks), len(tasks))},
+        },
+        "methods": methods,
+        "task_ids": [task.task_id for task in tasks],
+        "ranks": ranks,
+        "best_of_k": best_of_k,
+        "fingerprints": {},
+    }
+    previous = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    if previous.get("task_ids") != report["task_ids"]:
+        previous = {}
+    paths.root.mkdir(parents=True, exist_ok=True)
+    workers = None
+    try:
+        for method in config.eval.methods:
+            if method in BASELINE_METHODS:
+                ranks[method] = baseline_ranks(method, tasks, spec.signals, seed=config.eval.seed)
+                methods[method] = baseline_metrics(ranks[method])
+            elif method == "teacher":
+                teacher = config.teacher
+                worker = TeacherWorker(spec, teacher.tools, teacher.num_recommend, teacher_weights(config, spec, train_tasks))
+                trajectories = worker.play(tasks)
+                ranks[method] = [t.rank for t in trajectories]
+                methods[method] = trajectory_metrics(trajectories)
+            elif method in STUDENTS:
+                adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
+                folders = role_checkpoints(adapter, config.rollout.policies) if adapter is not None else {}
+                if not all(is_checkpoint(folder) for folder in folders.values()):
+                    skipped[method] = f"no checkpoint at {adapter}"
+                    continue
+                fingerprints, saved, loaded = report["fingerprints"], previous.get("fingerprints", {}), False
+                # "": the base model; several policies: each one's weights
+                weights = "+".join(dict.fromkeys(checkpoint_fingerprint(folder) for folder in folders.values()))
+                fingerprints[method] = student_fingerprint(config, weights)
+                if saved.get(method) == fingerprints[method]:
+                    methods[method], ranks[method] = previous["methods"][method], previous["ranks"][method]
+                    print(f"eval {method}: reusing its results in {out_path} (same weights and settings)")
+                else:
+                    workers, loaded = load_student(workers, config, spec, adapter), True
+                    trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+                    ranks[method] = [t.rank for t in trajectories]
+                    methods[method] = trajectory_metrics(trajectories)
+                if config.eval.best_of_k and method in config.eval.best_of_k_methods:
+                    out_path.write_text(json.dumps(report, indent=2))
+                    key = f"{method}/best_of_k"
+                    fingerprints[key] = student_fingerprint(config, weights, best_of_k=True)
+                    if saved.get(key) == fingerprints[key]:
+                        best_of_k[method] = {int(k): v for k, v in previous["best_of_k"][method].items()}
+                    else:
+                        workers = workers if loaded else load_student(workers, config, spec, adapter)
+                        best_of_k[method] = student_best_of_k(workers, tasks, config, source=method)
+            out_path.write_text(json.dumps(report, indent=2))
+    finally:
+        release(workers or [])
+    if best_of_k:
+        from rl.best_of_k import plot_best_of_k
+
+        report["best_of_k_plot"] = str(plot_best_of_k(best_of_k, out_path.with_name("best_of_k.png")))
+        out_path.write_text(json.dumps(report, indent=2))
+    report["path"] = str(out_path)
+    return report
+
+
+def load_student(workers: list | None, config: RunConfig, spec: EnvSpec, adapter: Path | None) -> list:
+    """Rollout workers (started on first use) holding a student's weights: ``adapter``, or the base model."""
+    workers = workers or rollout_workers(config, spec, adapter_dir=None)
+    if adapter is None:
+        return broadcast(workers, RolloutWorker.update_weights, {})
+    return broadcast(workers, RolloutWorker.load_checkpoint, adapter)
+
+
+def student_fingerprint(config: RunConfig, weights: str, *, best_of_k: bool = False) -> str:
+    """Digest of what a student's evaluation depends on: the model, its weights' digest (empty for
+    the base model), the environment, and the decoding and best-of-k settings."""
+    digest = hashlib.sha256(config.model.name.encode() + weights.encode())
+    evaluation = asdict(config.eval)
+    settings = {"env": asdict(config.env), "max_new_tokens": evaluation["max_new_tokens"], "seed": evaluation["seed"],
+                "best_of_k": {k: v for k, v in evaluation.items() if k.startswith("best_of_k")} if best_of_k else None}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def play_students(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str, samples: int,
+                  temperature: float) -> list:
+    """``samples`` episodes per task (task by task, samples together) on the workers' current weights."""
+    params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, temperature=temperature)
+    requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.eval.seed, "eval", index, sample))
+                for index, task in enumerate(tasks) for sample in range(samples)]
+    return map_actors_chunked(workers, RolloutWorker.rollout, requests,
+                              chunk_size=len(workers) * config.rollout.max_batch_size,
+                              desc=f"eval {source}" + (f" x{samples}" if samples > 1 else ""), params=params,
+                              source=source)
+
+
+def student_best_of_k(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str
+                      ) -> dict[int, dict[str, float]]:
+    """Best-of-k metrics of a student sampled ``max(eval.best_of_k)`` times per task (on a seeded
+    sample of ``eval.best_of_k_tasks`` of them when set)."""
+    from rl.best_of_k import best_of_k_metrics
+
+    tasks = sample_in_order(tasks, config.eval.best_of_k_tasks, seed=config.eval.seed)
+    ks = sorted(config.eval.best_of_k)
+    trajectories = play_students(workers, tasks, config, source=source, samples=ks[-1],
+                                 temperature=config.eval.best_of_k_temperature)
+    samples = [[t.rank for t in trajectories[i : i + ks[-1]]] for i in range(0, len(trajectories), ks[-1])]
+    return best_of_k_metrics(samples, ks=ks)

@@ -51,13 +51,15 @@ class RatingPredictionEnv(gym.Env):
 
     ``reset`` shows the user's earlier ratings and the item; each ``step`` takes the agent's text.
     Tool calls are answered with ``<tool_response>`` blocks; an ``<answer>`` ends the episode with a
-    ``RatingOutcome`` in ``info["outcome"]``. The step reward is MACRec's RP v1, minus the squared
+    ``RatingOutcome`` in ``info["outcome"]``. ``signals`` (ranking signals) are taken for a uniform
+    signature and unused: there are no candidates to rank. The step reward is MACRec's RP v1, minus the squared
     error, on the final turn (an unusable answer costs the largest squared error on the scale);
     the reward used for learning is composed later, by ``rewards``. Malformed text is answered with
     an error observation, never an exception.
     """
 
     metadata = {"render_modes": []}
+    task_kind = RatingTask.kind
 
     def __init__(
         self,
@@ -77,19 +79,20 @@ class RatingPredictionEnv(gym.Env):
         self.catalog = catalog
         self.graph = graph
         self.tasks = list(tasks)
-        self.signals = signals
         self.max_turns = max_turns
         self.max_episode_tokens = max_episode_tokens
         self.history_in_prompt = history_in_prompt
         self.low, self.high = rating_scale
         self.count_tokens = count_tokens
         self.env_id = env_id
-        known = Toolbox(catalog, graph, signals=signals or {}).names
+        # Ranking signals have no candidates to rank here: the tools read users, items and histories.
+        all_specs = Toolbox(catalog, graph, signals={}).specs
+        known = [spec.name for spec in all_specs]
         chosen = list(tool_names) if tool_names is not None else known
         unknown = sorted(set(chosen) - set(known))
         if unknown:
-            raise ValueError(f"unknown tool name(s) {unknown}; available: {known}")
-        self.tool_specs = [spec for spec in Toolbox(catalog, graph, signals=signals or {}).specs if spec.name in chosen]
+            raise ValueError(f"unknown tool name(s) {unknown} for {env_id}; available: {known}")
+        self.tool_specs = [spec for spec in all_specs if spec.name in chosen]
         self.system_prompt = system_prompt(self.tool_specs, instructions=INSTRUCTIONS.format(low=self.low, high=self.high))
         charset = set(string.printable) | {c for item in catalog.items.values() for c in item.title}
         self.observation_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset="".join(sorted(charset)))
@@ -108,7 +111,7 @@ class RatingPredictionEnv(gym.Env):
         if not isinstance(task, RatingTask):
             raise ValueError(f"{self.env_id} plays rating tasks, not {type(task).__name__}")
         self._task = task
-        self._toolbox = Toolbox(self.catalog, self.graph, task=task, signals=self.signals or {})
+        self._toolbox = Toolbox(self.catalog, self.graph, task=task, signals={})
         prompt = self.task_prompt(task)
         self._turns = 0
         self._tokens = self.count_tokens(self.system_prompt) + self.count_tokens(prompt)

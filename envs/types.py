@@ -95,6 +95,11 @@ class RatingTask(Task):
     history_ratings: tuple[float, ...]
     target_rating: float
 
+    @property
+    def target_item_id(self) -> str:
+        """The item whose rating is held out (what training data must not hold)."""
+        return self.item_id
+
     @staticmethod
     def from_json(row: dict[str, Any]) -> "RatingTask":
         return RatingTask(task_id=str(row["task_id"]), user_id=str(row["user_id"]), item_id=str(row["item_id"]),

@@ -12,9 +12,10 @@ from pathlib import Path
 from envs.baselines import BASELINES
 from envs.data import tasks_from_file
 from envs.data.splits import sample_in_order
-from envs.types import RankingTask
+from envs.data import training_interactions
+from envs.types import RankingTask, RatingOutcome, RatingTask
 from launch.config import RunConfig
-from launch.stages import RunPaths, env_spec, rollout_workers, stage_data, teacher_weights
+from launch.stages import RunPaths, env_spec, rollout_workers, stage_data, task_kind, teacher_weights
 from rollout.actors import broadcast, map_actors_chunked, release
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
@@ -35,6 +36,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
     from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
     from teachers.pipeline import TeacherWorker
 
+    if task_kind(config) == RatingTask.kind:
+        return rating_eval(config, tasks_file=tasks_file)
     known = (*BASELINE_METHODS, "teacher", *STUDENTS)
     unknown = [m for m in config.eval.methods if m not in known]
     if unknown:
@@ -45,10 +48,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
     if tasks_file is not None:
         tasks = tasks_from_file(tasks_file, catalog, max_history=config.data.max_history)
     else:
-        tasks = list(eval_tasks)
-        if 0 < config.eval.num_tasks < len(tasks):
-            tasks = sorted(random.Random(config.eval.seed).sample(tasks, config.eval.num_tasks),
-                           key=lambda t: eval_tasks.index(t))
+        tasks = held_out_sample(config, eval_tasks)
     spec = env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
     methods: dict[str, dict[str, float]] = {}
     ranks: dict[str, list[int | None]] = {}
@@ -86,9 +86,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 ranks[method] = [t.rank for t in trajectories]
                 methods[method] = trajectory_metrics(trajectories)
             elif method in STUDENTS:
-                adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
-                folders = role_checkpoints(adapter, config.rollout.policies) if adapter is not None else {}
-                if not all(is_checkpoint(folder) for folder in folders.values()):
+                adapter, folders = student_weights(paths, config, method)
+                if folders is None:
                     skipped[method] = f"no checkpoint at {adapter}"
                     continue
                 fingerprints, saved, loaded = report["fingerprints"], previous.get("fingerprints", {}), False
@@ -121,6 +120,73 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
         report["best_of_k_plot"] = str(plot_best_of_k(best_of_k, out_path.with_name("best_of_k.png")))
         out_path.write_text(json.dumps(report, indent=2))
     report["path"] = str(out_path)
+    return report
+
+
+def held_out_sample(config: RunConfig, eval_tasks: list) -> list:
+    """The held-out tasks evaluated: all of them, or a seeded sample of ``eval.num_tasks`` in their order."""
+    if 0 < config.eval.num_tasks < len(eval_tasks):
+        chosen = set(random.Random(config.eval.seed).sample(range(len(eval_tasks)), config.eval.num_tasks))
+        return [task for index, task in enumerate(eval_tasks) if index in chosen]
+    return list(eval_tasks)
+
+
+def student_weights(paths: RunPaths, config: RunConfig, method: str) -> tuple[Path | None, dict[str, Path] | None]:
+    """A student's adapter folder (None: the base model) and its checkpoint per policy role; None
+    for those when the student has not been trained."""
+    adapter = getattr(paths, STUDENTS[method]) if STUDENTS[method] else None
+    folders = role_checkpoints(adapter, config.rollout.policies) if adapter is not None else {}
+    return adapter, folders if all(is_checkpoint(folder) for folder in folders.values()) else None
+
+
+def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+    """RMSE, MAE and the valid-answer rate of the rating baselines and the students on the same held-out
+    rating tasks (an invalid answer scored as the training mean), into ``eval.json``."""
+    from envs.rating_baselines import RATING_BASELINES, BiasModel, rating_metrics
+
+    if tasks_file is not None:
+        raise ValueError("eval --tasks reads ranking tasks; rating tasks come from the run's data")
+    known = (*RATING_BASELINES, *STUDENTS)
+    unknown = [m for m in config.eval.methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown eval method(s) {unknown} for {config.env.env_id}; available: {list(known)}")
+    paths = RunPaths(Path(config.run_dir))
+    catalog, train_tasks, eval_tasks = stage_data(config)
+    tasks = held_out_sample(config, eval_tasks)
+    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
+    model = BiasModel.fit(training_interactions(catalog.interactions, tasks))
+    targets = [task.target_rating for task in tasks]
+    methods: dict[str, dict[str, float]] = {}
+    predictions: dict[str, list[float | None]] = {}
+    skipped: dict[str, str] = {}
+    report = {"protocol": {"dataset": catalog.name, "task": "rating", "split": "leave-last-out",
+                           "num_tasks": len(tasks), "seed": config.eval.seed, "decoding": "greedy",
+                           "model": config.model.name, "env": asdict(config.env), "skipped": skipped,
+                           "invalid_scored_as": model.mean},
+              "methods": methods, "task_ids": [task.task_id for task in tasks], "predictions": predictions}
+    paths.root.mkdir(parents=True, exist_ok=True)
+    workers = None
+    try:
+        for method in config.eval.methods:
+            if method in RATING_BASELINES:
+                predictions[method] = [model.predict(method, task) for task in tasks]
+                methods[method] = rating_metrics(predictions[method], targets, fallback=model.mean)
+                continue
+            adapter, folders = student_weights(paths, config, method)
+            if folders is None:
+                skipped[method] = f"no checkpoint at {adapter}"
+                continue
+            workers = load_student(workers, config, spec, adapter)
+            trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+            predictions[method] = [t.outcome.prediction if isinstance(t.outcome, RatingOutcome) else None
+                                   for t in trajectories]
+            methods[method] = {**rating_metrics(predictions[method], targets, fallback=model.mean),
+                               "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
+            paths.eval_json.write_text(json.dumps(report, indent=2))
+    finally:
+        release(workers or [])
+    paths.eval_json.write_text(json.dumps(report, indent=2))
+    report["path"] = str(paths.eval_json)
     return report
 
 

@@ -28,8 +28,10 @@ from envs.data import (build_tasks, leave_last_out, load_amazon, load_ml100k, lo
 from envs.data.splits import sample_in_order
 from envs.signals.signals import build_signals
 from envs.tools import InteractionGraph
-from envs.types import Catalog, RankingTask
-from launch.config import RunConfig
+from envs.data.rating import build_rating_tasks
+from envs.registry import env_class
+from envs.types import Catalog, RankingTask, RatingTask, Task
+from launch.config import DataConfig, RunConfig
 from launch.placement import Placement, PlacementConfig
 from rollout.actors import init_ray, map_actors, release, spawn
 from rollout.agents import POLICY
@@ -221,8 +223,38 @@ def mark_done(config: RunConfig, stage: str) -> None:
 
 # data ------------------------------------------------------------------------------------------
 
-def stage_data(config: RunConfig) -> tuple[Catalog, list[RankingTask], list[RankingTask]]:
-    """Builds (or reuses) the training and held-out tasks.
+def task_kind(config: RunConfig) -> str:
+    """The kind of task the configured env plays (``ranking``, ``rating``...)."""
+    return env_class(config.env.env_id).task_kind
+
+
+def task_files(paths: RunPaths, kind: str) -> tuple[Path, Path]:
+    """Where a run keeps its training and held-out tasks of ``kind``."""
+    if kind == RankingTask.kind:
+        return paths.train_tasks, paths.eval_tasks
+    return (paths.train_tasks.with_name(f"{kind}_{paths.train_tasks.name}"),
+            paths.eval_tasks.with_name(f"{kind}_{paths.eval_tasks.name}"))
+
+
+TASK_BUILDERS: dict[str, Callable[..., list[Task]]] = {
+    RankingTask.kind: lambda catalog, data, seed, exclude: build_tasks(
+        catalog, num_negatives=data.num_negatives, seed=seed, max_history=data.max_history, exclude=exclude,
+        min_rating=data.min_rating),
+    RatingTask.kind: lambda catalog, data, seed, exclude: build_rating_tasks(catalog, max_history=data.max_history),
+}
+"""Leave-last-out tasks of each kind from a catalog: ``(catalog, data settings, seed, exclude) -> tasks``."""
+
+
+def build_split(kind: str, catalog: Catalog, data: DataConfig, *, seed: int, exclude: Sequence = ()) -> list[Task]:
+    """Leave-last-out tasks of ``kind`` from ``catalog``."""
+    if kind not in TASK_BUILDERS:
+        raise ValueError(f"{kind} tasks are not built from a catalog; envs whose tasks are: "
+                         f"{sorted(TASK_BUILDERS)} (SequentialRec-v0, RatingPrediction-v0)")
+    return TASK_BUILDERS[kind](catalog, data, seed, exclude)
+
+
+def stage_data(config: RunConfig) -> tuple[Catalog, list[Task], list[Task]]:
+    """Builds (or reuses) the training and held-out tasks of the configured env's kind.
 
     Held-out tasks hold out each user's last interaction. Training tasks (teacher, SFT, GRPO) hold
     out the one before it, from data that already lacks the last, so no training stage sees a
@@ -231,21 +263,21 @@ def stage_data(config: RunConfig) -> tuple[Catalog, list[RankingTask], list[Rank
     paths = RunPaths(Path(config.run_dir))
     catalog = load_catalog(config.data.dataset, config.data.path)
     data = config.data
+    kind = task_kind(config)
+    train_path, eval_path = task_files(paths, kind)
     settings_path = paths.train_tasks.parent / "settings.json"
-    if paths.train_tasks.is_file() and paths.eval_tasks.is_file():
+    if train_path.is_file() and eval_path.is_file():
         saved = json.loads(settings_path.read_text()) if settings_path.is_file() else None
         if saved is None or keyed("data", saved) != keyed("data", asdict(data)):
             raise ValueError(f"the tasks in {settings_path.parent} were built with data settings {saved}, "
                              f"not {asdict(data)}: use another run_dir or delete that folder")
-        return catalog, load_tasks(paths.train_tasks), load_tasks(paths.eval_tasks)
-    eval_tasks = build_tasks(catalog, num_negatives=data.num_negatives, seed=data.seed, max_history=data.max_history,
-                             min_rating=data.min_rating)
+        return catalog, load_tasks(train_path), load_tasks(eval_path)
+    eval_tasks = build_split(kind, catalog, data, seed=data.seed)
     train_split, _ = leave_last_out(catalog.interactions, min_rating=data.min_rating)
     train_catalog = Catalog(f"{catalog.name}-train", catalog.users, catalog.items, train_split)
-    train_tasks = build_tasks(train_catalog, num_negatives=data.num_negatives, seed=data.seed + 1,
-                              max_history=data.max_history, exclude=catalog.interactions, min_rating=data.min_rating)
-    save_tasks(train_tasks, paths.train_tasks)
-    save_tasks(eval_tasks, paths.eval_tasks)
+    train_tasks = build_split(kind, train_catalog, data, seed=data.seed + 1, exclude=catalog.interactions)
+    save_tasks(train_tasks, train_path)
+    save_tasks(eval_tasks, eval_path)
     settings_path.write_text(json.dumps(asdict(data)))
     return catalog, train_tasks, eval_tasks
 

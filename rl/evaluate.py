@@ -43,11 +43,12 @@ def baseline_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
 
 
 def format_table(methods: dict[str, dict[str, float]]) -> str:
-    """A fixed-width table, one method per row."""
-    widths = [max(10, len(k)) + 2 for k in METRIC_KEYS]
-    header = f"{'method':<14}" + "".join(f"{k:>{w}}" for k, w in zip(METRIC_KEYS, widths))
+    """A fixed-width table, one method per row: the ranking metrics, or a rating evaluation's."""
+    rating = any("rmse" in metrics for metrics in methods.values())
+    keys = ("rmse", "mae", "valid_rate", "format_rate") if rating else METRIC_KEYS
+    widths = [max(10, len(k)) + 2 for k in keys]
+    header = f"{'method':<14}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))
     rows = [header, "-" * len(header)]
     for name, metrics in methods.items():
-        rows.append(f"{name:<14}" + "".join(f"{metrics.get(k, float('nan')):>{w}.3f}"
-                                            for k, w in zip(METRIC_KEYS, widths)))
+        rows.append(f"{name:<14}" + "".join(f"{metrics.get(k, float('nan')):>{w}.3f}" for k, w in zip(keys, widths)))
     return "\n".join(rows)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence, TypeVar
 
 import numpy as np
 
-from envs.types import Catalog, Interaction, RankingTask
+from envs.types import Catalog, Interaction, RankingTask, Task, task_from_json
 
 T = TypeVar("T")
 
@@ -186,7 +186,7 @@ def save_tasks(tasks: Iterable[RankingTask], path: str | Path) -> None:
             handle.write(json.dumps(task.to_json()) + "\n")
 
 
-def load_tasks(path: str | Path) -> list[RankingTask]:
+def load_tasks(path: str | Path) -> list[Task]:
     """Read tasks written by ``save_tasks``.
 
     Raises:
@@ -204,8 +204,8 @@ def load_tasks(path: str | Path) -> list[RankingTask]:
             if not line.strip():
                 continue
             try:
-                tasks.append(RankingTask.from_json(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                tasks.append(task_from_json(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{line_no}: not a valid task ({error!r})") from None
     return tasks
 

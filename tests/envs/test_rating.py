@@ -98,3 +98,24 @@ def test_an_unusable_answer_costs_the_largest_squared_error_and_the_format(ratin
     else:
         assert terminated and info["outcome"].prediction == prediction
         assert reward == (-16.0 if prediction is None else -((prediction - task.target_rating) ** 2))
+
+
+def test_recrl_eval_scores_the_rating_baselines_and_a_student_by_rmse_and_mae(tmp_path, capsys):
+    import json
+
+    from launch.cli import main
+
+    overrides = [f"run_dir={tmp_path}", "data.dataset=synthetic", "env.env_id=RatingPrediction-v0",
+                 "env.tools=[user_info,item_info,user_history]", "model.name=tiny-random", "rollout.num_workers=0",
+                 "eval.num_tasks=8", "eval.max_new_tokens=16", "eval.methods=[global_mean,bias,student_base]"]
+    assert main(["eval", *overrides]) == 0
+    out = capsys.readouterr().out
+    assert "rmse" in out and "global_mean" in out
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["protocol"]["task"] == "rating" and len(report["task_ids"]) == 8
+    assert set(report["methods"]) == {"global_mean", "bias", "student_base"}
+    # A random-init model writes no usable rating: every answer is scored as the training mean.
+    base = report["methods"]["student_base"]
+    assert base["valid_rate"] == 0.0 and base["rmse"] == report["methods"]["global_mean"]["rmse"]
+    assert main(["eval", *overrides[:-1], "eval.methods=[teacher]"]) == 1
+    assert "unknown eval method(s) ['teacher'] for RatingPrediction-v0" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import re
 from collections.abc import Sequence
 
@@ -62,6 +63,22 @@ def tag_blocks(text: str) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 RANKING_TAGS = ("plan", "tool_call", "reflection", "recommend")
+RATING_TAGS = ("plan", "tool_call", "reflection", "answer")
+
+
+def parse_rating(answer: str | None) -> float | None:
+    """The rating an ``<answer>`` holds, or None if it is not a finite number (the range is the env's).
+
+    >>> parse_rating(" 4 "), parse_rating("3.5"), parse_rating("four"), parse_rating("nan"), parse_rating(None)
+    (4.0, 3.5, None, None, None)
+    """
+    if answer is None:
+        return None
+    try:
+        value = float(answer)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def parse_action(text: str, *, tags: Sequence[str] = RANKING_TAGS) -> ParsedAction:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import string
 from collections.abc import Callable, Mapping, Sequence
 
@@ -10,13 +9,13 @@ import gymnasium as gym
 from gymnasium import spaces
 
 from envs.config import DEFAULTS
+from envs.parsing import RATING_TAGS, parse_rating
 from envs.prompts import system_prompt
 from envs.signals.signals import Signal
 from envs.tools import InteractionGraph, Toolbox, ToolResult
 from envs.turns import MAX_TEXT, answer_tool_calls, capped, read_action
 from envs.types import Catalog, RatingOutcome, RatingTask
 
-TAGS = ("plan", "tool_call", "reflection", "answer")
 INSTRUCTIONS = (
     "You predict the rating a user gives an item, on a scale of {low:g} to {high:g}. Each turn write "
     '<plan>...</plan> and then either call tools with <tool_call>{{"name": ..., "arguments": {{...}}}}'
@@ -29,20 +28,19 @@ def whitespace_tokens(text: str) -> int:
     return len(text.split())
 
 
-def parse_rating(answer: str, *, low: float, high: float) -> tuple[float | None, str | None]:
-    """The rating an ``<answer>`` holds, or None and why not.
+def read_rating(answer: str, *, low: float, high: float) -> tuple[float | None, str | None]:
+    """The rating an ``<answer>`` holds on the scale, or None and why not.
 
-    >>> parse_rating(" 4 ", low=1, high=5), parse_rating("4.5", low=1, high=5)
+    >>> read_rating(" 4 ", low=1, high=5), read_rating("4.5", low=1, high=5)
     ((4.0, None), (4.5, None))
-    >>> parse_rating("7", low=1, high=5)[1], parse_rating("four", low=1, high=5)[1]
-    ('rating 7 is outside 1-5', "answer 'four' is not a number")
+    >>> read_rating("7", low=1, high=5)[1], read_rating("four", low=1, high=5)[1]
+    ('rating 7 is outside 1-5', "answer 'four' is not a finite number")
     """
-    try:
-        value = float(answer.strip())
-    except ValueError:
-        return None, f"answer {answer[:40]!r} is not a number"
-    if not math.isfinite(value) or not low <= value <= high:
-        return None, f"rating {answer.strip()[:40]} is outside {low:g}-{high:g}"
+    value = parse_rating(answer)
+    if value is None:
+        return None, f"answer {answer.strip()[:40]!r} is not a finite number"
+    if not low <= value <= high:
+        return None, f"rating {value:g} is outside {low:g}-{high:g}"
     return value, None
 
 
@@ -51,7 +49,7 @@ class RatingPredictionEnv(gym.Env):
 
     ``reset`` shows the user's earlier ratings and the item; each ``step`` takes the agent's text.
     Tool calls are answered with ``<tool_response>`` blocks; an ``<answer>`` ends the episode with a
-    ``RatingOutcome`` in ``info["outcome"]``. ``signals`` (ranking signals) are taken for a uniform
+    ``RatingOutcome`` in ``info["outcome"]`` (without a prediction when the budget runs out first). ``signals`` (ranking signals) are taken for a uniform
     signature and unused: there are no candidates to rank. The step reward is MACRec's RP v1, minus the squared
     error, on the final turn (an unusable answer costs the largest squared error on the scale);
     the reward used for learning is composed later, by ``rewards``. Malformed text is answered with
@@ -136,7 +134,7 @@ class RatingPredictionEnv(gym.Env):
         if self._task is None or self._done:
             raise RuntimeError("call reset() before step() (the episode is over or never started)")
         self._turns += 1
-        text, parsed, errors = read_action(action, tags=TAGS)
+        text, parsed, errors = read_action(action, tags=RATING_TAGS)
         self._tokens += self.count_tokens(text)
         observation, reward, terminated, truncated = "", 0.0, False, False
         tool_results: list[ToolResult] = []
@@ -144,7 +142,7 @@ class RatingPredictionEnv(gym.Env):
         if parsed.answer is not None:
             if parsed.tool_calls:
                 errors.append("tool calls in the same turn as <answer> were ignored")
-            prediction, error = parse_rating(parsed.answer, low=self.low, high=self.high)
+            prediction, error = read_rating(parsed.answer, low=self.low, high=self.high)
             errors.extend([error] if error else [])
             outcome = RatingOutcome(prediction=prediction, target=self._task.target_rating)
             worst = (self.high - self.low) ** 2
@@ -163,6 +161,8 @@ class RatingPredictionEnv(gym.Env):
             elif self._tokens >= self.max_episode_tokens:
                 errors.append("token budget exhausted")
                 truncated = True
+            if truncated:  # no answer: the rating rewards score it as an invalid one
+                outcome = RatingOutcome(prediction=None, target=self._task.target_rating)
         self._format_clean = self._format_clean and not errors
         self._done = terminated or truncated
         info = {"turn": self._turns, "action": parsed, "errors": capped(errors), "tool_results": tool_results,

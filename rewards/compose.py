@@ -23,6 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from envs.types import Trajectory
+from rewards.conversational import justified_format_reward, success_reward, turn_penalty_reward
+from rewards.macrec import (delta_trajectory_reward, reflection_trajectory_reward, rp_v1_reward, rp_v2_reward,
+                            sr_v1_reward)
 from rewards.ranking import format_reward, hit_at_k, mrr, ndcg_at_k, tiered_hit
 
 __all__ = ["REWARD_FUNCTIONS", "RewardConfig", "RewardFn", "check_weights", "register_reward", "score", "score_batch"]
@@ -38,6 +41,16 @@ REWARD_FUNCTIONS: dict[str, RewardFn] = {
     "hr@5": lambda trajectory: hit_at_k(trajectory.rank, 5),
     "ndcg@5": lambda trajectory: ndcg_at_k(trajectory.rank, 5),
     "mrr": lambda trajectory: mrr(trajectory.rank),
+    # MACRec (rewards.macrec): rating and ranking answers, before and after a reflection
+    "rp_v1": rp_v1_reward,
+    "rp_v2": rp_v2_reward,
+    "sr_v1": sr_v1_reward,
+    "delta": delta_trajectory_reward,
+    "reflection": reflection_trajectory_reward,
+    # conversations (rewards.conversational)
+    "success": success_reward,
+    "turn_penalty": turn_penalty_reward,
+    "justified_format": justified_format_reward,
 }
 
 
@@ -89,7 +102,7 @@ def check_weights(weights: Mapping[str, float]) -> None:
     >>> check_weights({"hit": 1.0})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: Unknown reward 'hit' in reward weights. Available: env, format, ...
+    ValueError: Unknown reward 'hit' in reward weights. Available: ..., env, format, ...
     """
     if not weights:
         raise ValueError("Reward weights are empty; give at least one, e.g. {'format': 1.0}.")

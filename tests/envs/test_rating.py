@@ -5,7 +5,8 @@ import pytest
 from envs.data import leave_last_out
 from envs.data.rating import build_rating_tasks
 from envs.rating_baselines import RATING_BASELINES, BiasModel, rating_metrics
-from envs.types import Interaction, RatingOutcome, RatingTask
+from envs.types import Interaction, RatingOutcome, RatingTask, Trajectory
+from rewards import score
 
 
 def test_rating_tasks_hold_out_each_users_last_rating_and_show_only_earlier_ones(ml100k):
@@ -83,8 +84,8 @@ def test_the_rating_env_passes_check_env_and_scores_the_squared_error(rating_set
 
 
 @pytest.mark.parametrize("answer, error, prediction", [
-    ("<answer>9</answer>", "outside 1-5", None), ("<answer>good</answer>", "not a number", None),
-    ("<answer>nan</answer>", "outside", None), ("<answer>3</answer><answer>4</answer>", "more than one <answer>", 3.0),
+    ("<answer>9</answer>", "outside 1-5", None), ("<answer>good</answer>", "not a finite number", None),
+    ("<answer>nan</answer>", "not a finite number", None), ("<answer>3</answer><answer>4</answer>", "more than one <answer>", 3.0),
     ("<recommend>3</recommend>", "<recommend> is not used here", "no outcome")])
 def test_an_unusable_answer_costs_the_largest_squared_error_and_the_format(rating_setup, answer, error, prediction):
     env = make_rating_env(rating_setup)
@@ -119,3 +120,13 @@ def test_recrl_eval_scores_the_rating_baselines_and_a_student_by_rmse_and_mae(tm
     assert base["valid_rate"] == 0.0 and base["rmse"] == report["methods"]["global_mean"]["rmse"]
     assert main(["eval", *overrides[:-1], "eval.methods=[teacher]"]) == 1
     assert "unknown eval method(s) ['teacher'] for RatingPrediction-v0" in capsys.readouterr().err
+
+
+def test_an_episode_cut_before_its_answer_ends_with_an_unanswered_outcome(rating_setup):
+    env = make_rating_env(rating_setup, max_turns=1)
+    task = rating_setup[2][0]
+    env.reset(options={"task": task})
+    _, reward, terminated, truncated, info = env.step("<plan>think</plan>")
+    assert truncated and not terminated and info["outcome"] == RatingOutcome(None, task.target_rating)
+    trajectory = Trajectory(task_id=task.task_id, env_id="RatingPrediction-v0", source="t", outcome=info["outcome"])
+    assert score(trajectory, {"rp_v1": 1.0})[0] == -((0.0 - task.target_rating) ** 2)  # MACRec: no answer rates 0

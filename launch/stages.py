@@ -533,6 +533,25 @@ def grpo_roles(config: RunConfig, *, start_dir: Path, reference_dir: Path, criti
     return learner, made[0], (made[1:] or [None])[0]
 
 
+def model_rewards(config: RunConfig) -> tuple[dict[str, Callable], list]:
+    """The run's model-based rewards (``rewards.compose.MODEL_REWARDS``) as batch scorers, and the
+    Ray actors serving them (to release with the other roles): the learned critic, from
+    ``reward.critic_dir``, served by a ``CriticServer`` actor (in this process without Ray workers)."""
+    if "critic" not in config.reward.weights:
+        return {}, []
+    from rewards.critic_reward import CriticReward, CriticServer
+    from rewards.judge import dialogue_text
+
+    if not config.reward.critic_dir:
+        raise ValueError("reward.weights names 'critic': set reward.critic_dir to a trained critic "
+                         "(`recrl critic train`)")
+    if config.rollout.num_workers <= 0:
+        critic = CriticReward(config.reward.critic_dir)
+        return {"critic": lambda trajectories: critic.score([dialogue_text(t) for t in trajectories])}, []
+    server = spawn(CriticServer, 1, config.reward.critic_dir, num_cpus=0)[0]
+    return {"critic": lambda trajectories: server.score([dialogue_text(t) for t in trajectories])}, [server]
+
+
 def grpo_trainer_state(config: RunConfig, train_tasks: list[RankingTask], sft_fingerprint: str) -> dict:
     """What a GRPO checkpoint records besides the step: the SFT weights it grew from, and the
     settings that decide the data order (``rl.grpo.DATA_ORDER_KEYS``)."""
@@ -607,6 +626,7 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
                                   placement=placement)
         learner, reference, critic = grpo_roles(config, start_dir=starts[roles[0]], reference_dir=paths.sft_adapter,
                                                 critic_dir=critic_dir, placement=placement)
+        batch_rewards, reward_servers = model_rewards(config)
         learners = {roles[0]: learner}
         for role in roles[1:]:  # each further policy: its own learner (or group) and optimizer
             learners[role] = make_learner(config, lr=config.grpo.lr, total_steps=grpo_optimizer_steps(config),
@@ -625,9 +645,10 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
                                  reward_weights=config.reward.weights, seed=config.seed,
                                  checkpoint_root=paths.grpo_checkpoints, trainer_state=trainer_state, log=log,
                                  start_step=start_step, critic=critic,
-                                 tokenizer=load_tokenizer(resolve_model(config.model.name)))
+                                 tokenizer=load_tokenizer(resolve_model(config.model.name)), batch_rewards=batch_rewards)
         finally:
-            release([role for role in (*workers, *learners.values(), reference, critic) if role is not None])
+            release([role for role in (*workers, *learners.values(), reference, critic, *reward_servers)
+                     if role is not None])
             placement.close()
     shutil.rmtree(paths.final_adapter, ignore_errors=True)
     for role, root in roots.items():  # several policies: one folder each

@@ -54,12 +54,23 @@ REWARD_FUNCTIONS: dict[str, RewardFn] = {
 }
 
 
+BatchRewardFn = Callable[[Sequence[Trajectory]], Sequence[float]]
+"""A model-based reward: a whole batch of trajectories scored in one call (one model pass)."""
+
+MODEL_REWARDS = ("critic",)
+"""Rewards a run provides as ``BatchRewardFn``s (``score_batch``'s ``batch_rewards``): the learned
+critic (``rewards.critic_reward``, from ``reward.critic_dir``)."""
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     """How the learning reward is composed."""
 
     weights: dict[str, float] = field(default_factory=lambda: {"format": 1.0, "tiered_hit": 1.0})
-    """Reward components by name (``REWARD_FUNCTIONS``; ``env`` is the env's own per-turn rewards) and weights."""
+    """Reward components by name (``REWARD_FUNCTIONS``; ``env`` is the env's own per-turn rewards;
+    ``critic`` the learned critic) and weights."""
+    critic_dir: str = ""
+    """A trained critic (``recrl critic train``'s folder) for the ``critic`` reward."""
 
 
 def register_reward(name: str, *, overwrite: bool = False) -> Callable[[RewardFn], RewardFn]:
@@ -107,8 +118,8 @@ def check_weights(weights: Mapping[str, float]) -> None:
     if not weights:
         raise ValueError("Reward weights are empty; give at least one, e.g. {'format': 1.0}.")
     for name, weight in weights.items():
-        if name not in REWARD_FUNCTIONS:
-            available = ", ".join(sorted(REWARD_FUNCTIONS))
+        if name not in REWARD_FUNCTIONS and name not in MODEL_REWARDS:
+            available = ", ".join(sorted([*REWARD_FUNCTIONS, *MODEL_REWARDS]))
             raise ValueError(
                 f"Unknown reward {name!r} in reward weights. Available: {available}."
             )
@@ -139,14 +150,36 @@ def score(trajectory: Trajectory, weights: Mapping[str, float]) -> tuple[float, 
     (1.6667, 1.0, 0.6667)
     """
     check_weights(weights)
+    model = [name for name in weights if name in MODEL_REWARDS]
+    if model:
+        raise ValueError(f"{model} are model-based rewards: score batches with score_batch(..., batch_rewards=...)")
     values = {name: float(REWARD_FUNCTIONS[name](trajectory)) for name in weights}
     total = sum(weights[name] * value for name, value in values.items())
     return float(total), values
 
 
-def score_batch(trajectories: Sequence[Trajectory], weights: Mapping[str, float]) -> None:
+def score_batch(trajectories: Sequence[Trajectory], weights: Mapping[str, float], *,
+                batch_rewards: Mapping[str, BatchRewardFn] | None = None) -> None:
     """Scores every trajectory in place (``reward`` and ``rewards``): the step between rollout and
-    advantages. Checks the weights once, before anything is scored."""
+    advantages. Checks the weights once, before anything is scored; each model-based reward
+    (``MODEL_REWARDS``, given in ``batch_rewards``) scores the whole batch in one call.
+
+    >>> from envs.types import RankingOutcome
+    >>> batch = [Trajectory(task_id=str(i), env_id="e", source="s", format_valid=True) for i in range(2)]
+    >>> score_batch(batch, {"format": 1.0, "critic": 0.5}, batch_rewards={"critic": lambda ts: [2.0, -2.0]})
+    >>> [(t.reward, t.rewards["critic"]) for t in batch]
+    [(2.0, 2.0), (0.0, -2.0)]
+    """
     check_weights(weights)
-    for trajectory in trajectories:
-        trajectory.reward, trajectory.rewards = score(trajectory, weights)
+    batch_rewards = batch_rewards or {}
+    missing = [name for name in weights if name in MODEL_REWARDS and name not in batch_rewards]
+    if missing:
+        raise ValueError(f"reward weights name {missing}, but the run provides no such model: set "
+                         "reward.critic_dir to a trained critic (`recrl critic train`)")
+    batched = {name: [float(v) for v in batch_rewards[name](trajectories)] for name in weights if name in batch_rewards}
+    if any(len(values) != len(trajectories) for values in batched.values()):
+        raise ValueError(f"a model-based reward returned the wrong number of scores for {len(trajectories)} trajectories")
+    for index, trajectory in enumerate(trajectories):
+        values = {name: batched[name][index] if name in batched else float(REWARD_FUNCTIONS[name](trajectory))
+                  for name in weights}
+        trajectory.reward, trajectory.rewards = float(sum(weights[n] * v for n, v in values.items())), values

@@ -120,7 +120,8 @@ DATA_ORDER_KEYS = ("seed", "tasks_per_step", "group_size", "tasks")
 def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], config: GRPOConfig,
                reward_weights: Mapping[str, float], seed: int, checkpoint_root: str | Path,
                trainer_state: dict, log: Callable[[dict, int], None] | None = None,
-               start_step: int = 0, critic=None, tokenizer=None) -> list[dict[str, float]]:
+               start_step: int = 0, critic=None, tokenizer=None,
+               batch_rewards: Mapping[str, Callable] | None = None) -> list[dict[str, float]]:
     """Runs GRPO (or REINFORCE++, or PPO) rounds ``start_step + 1 .. config.steps`` and returns each
     round's metrics.
 
@@ -130,7 +131,8 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
     ``reference`` a ReferenceModel and ``workers`` RolloutWorkers, each a plain object or a Ray
     ``Remote``; PPO (``advantage_estimator="gae"``) also needs a ``critic`` (``rl.critic.Critic``),
     which scores the batch before the update and is fitted to its returns after it; Rank-GRPO
-    (``credit="rank"``) needs the policy's ``tokenizer`` to find the list's items among the tokens.
+    (``credit="rank"``) needs the policy's ``tokenizer`` to find the list's items among the tokens;
+    model-based rewards (the learned critic) come as ``batch_rewards`` (``rewards.compose.score_batch``).
 
     Several named policies train in one run when ``learner`` and ``reference`` are mappings from
     role names (a planner and a caller) to each one's learner and reference: the workers hold one
@@ -232,7 +234,7 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
                                    seed=derive_seed(seed, step, index, sample))
                     for index, task in enumerate(batch_tasks, start=first) for sample in range(config.group_size)]
         trajectories = map_actors(workers, RolloutWorker.rollout, requests, params=params, revive=revive)
-        score_batch(trajectories, reward_weights)
+        score_batch(trajectories, reward_weights, batch_rewards=batch_rewards)
         return trajectories
 
     def play(step: int) -> tuple[list[Trajectory], list[Trajectory], float]:

@@ -127,3 +127,26 @@ def test_the_cli_labels_episodes_by_outcome_and_by_a_judge_then_trains(tmp_path,
     records_path.write_text("\n".join(json.dumps(r) for r in judged_dialogues(40)))
     assert main(["critic", "train", str(records_path), "--out", str(tmp_path / "critic"), "--epochs", "50"]) == 0
     assert (tmp_path / "critic" / "critic.safetensors").is_file() and "held_out_pearson" in capsys.readouterr().out
+
+
+def test_a_run_scores_its_batches_with_the_critic_named_in_its_reward_weights(trained, tmp_path):
+    from envs.types import Trajectory, Turn
+    from launch.config import load_config
+    from launch.stages import model_rewards
+    from rewards import score_batch
+
+    out, _ = trained
+    weights = '{format: 1.0, critic: 0.5}'
+    config = load_config(None, [f"run_dir={tmp_path}", "rollout.num_workers=0", f"reward.weights={weights}",
+                                f"reward.critic_dir={out}"])
+    batch_rewards, servers = model_rewards(config)
+    batch = [Trajectory(task_id=str(i), env_id="e", source="s", format_valid=True,
+                        turns=[Turn("policy", "Recommender: try Heat."), Turn("user", f"Seeker: it was {said}.")])
+             for i, said in enumerate(["brilliant and moving", "awful and boring"])]
+    score_batch(batch, config.reward.weights, batch_rewards=batch_rewards)
+    assert servers == [] and batch[0].rewards["critic"] > batch[1].rewards["critic"] + 1.0
+    assert batch[0].reward == pytest.approx(1.0 + 0.5 * batch[0].rewards["critic"])
+    with pytest.raises(ValueError, match="set reward.critic_dir"):
+        model_rewards(load_config(None, [f"reward.weights={weights}"]))
+    with pytest.raises(ValueError, match="the run provides no such model"):
+        score_batch(batch, config.reward.weights)

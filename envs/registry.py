@@ -35,4 +35,5 @@ def make_env(env_id: str, **kwargs: Any) -> gym.Env:
 
 
 register("SequentialRec-v0", "envs.sequential_rec:SequentialRecEnv")
+register("ConversationalRec-v0", "envs.conversational:ConversationalRecEnv")
 register("RatingPrediction-v0", "envs.rating_prediction:RatingPredictionEnv")

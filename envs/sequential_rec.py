@@ -13,7 +13,7 @@ from envs.parsing import parse_action
 from envs.prompts import system_prompt, task_prompt
 from envs.signals.signals import Signal, graph_signals
 from envs.tools import InteractionGraph, Toolbox, ToolResult
-from envs.types import Catalog, ParsedAction, RankingOutcome, RankingTask
+from envs.types import Catalog, ParsedAction, RankingOutcome, RankingTask, ToolCall
 
 MAX_TEXT = 16_384
 """Characters of an action that are read (the rest is dropped, with an error)."""
@@ -32,14 +32,16 @@ class SequentialRecEnv(gym.Env):
     """A text environment over RankingTasks.
 
     ``reset`` returns the task prompt; each ``step`` takes the agent's text. Tool calls are answered
-    with ``<tool_response>`` blocks (and their values in ``info["tool_results"]``); a ``<recommend>``
-    ends the episode with a ``RankingOutcome`` in ``info["outcome"]``. The step reward is rule-based:
-    the reciprocal rank of the target on the final turn, 0 before (MACRec's sequential-recommendation
-    reward); the reward used for learning is composed later, by ``rewards``. Malformed text is
-    answered with an error observation, never an exception.
+    with ``<tool_response>`` blocks (and their values in ``info["tool_results"]``); a ``<recommend>``,
+    or a valid call of the ``finish`` tool where it is offered (MACRec's Finish), ends the episode
+    with a ``RankingOutcome`` in ``info["outcome"]``. The step reward is rule-based: the reciprocal
+    rank of the target on the final turn, 0 before (MACRec's sequential-recommendation reward); the
+    reward used for learning is composed later, by ``rewards``. Malformed text is answered with an
+    error observation, never an exception.
     """
 
     metadata = {"render_modes": []}
+    task_kind = RankingTask.kind
 
     def __init__(
         self,
@@ -121,8 +123,13 @@ class SequentialRecEnv(gym.Env):
         observation, reward, terminated, truncated = "", 0.0, False, False
         tool_results: list[ToolResult] = []
         outcome, format_valid = None, False
+        tool_calls = parsed.tool_calls
+        if parsed.recommend is None:
+            # A valid finish call is recorded as the action's <recommend>, so what reads the
+            # action later (credit assignment, logs) sees the same ranking either way.
+            parsed.recommend, tool_calls = self._finish_call(tool_calls)
         if parsed.recommend is not None:
-            if parsed.tool_calls:
+            if tool_calls:
                 errors.append("tool calls in the same turn as <recommend> were ignored")
             outcome, format_valid = self._outcome(parsed.recommend, errors)
             reward = 1.0 / outcome.rank if outcome.rank else 0.0
@@ -170,6 +177,17 @@ class SequentialRecEnv(gym.Env):
                 "<recommend>id, ...</recommend>.</tool_response>"
             )
         return "\n".join(responses), results
+
+    def _finish_call(self, tool_calls: list[ToolCall]) -> tuple[list[str] | None, list[ToolCall]]:
+        """The ids of the first offered ``finish`` call with valid arguments, which then stands for a
+        ``<recommend>``, and the other calls (ignored beside it, as beside a ``<recommend>``); an
+        invalid ``finish`` is answered like any failed tool call."""
+        if "finish" in {spec.name for spec in self.tool_specs}:
+            for index, call in enumerate(tool_calls):
+                result = self._toolbox.call(call.name, call.arguments) if call.name == "finish" else None
+                if result is not None and result.ok:
+                    return result.data, tool_calls[:index] + tool_calls[index + 1:]
+        return None, tool_calls
 
     def _outcome(self, item_ids: list[str], errors: list[str]) -> tuple[RankingOutcome, bool]:
         """The ranking a ``<recommend>`` gives, and whether the whole episode was well-formed."""

@@ -30,7 +30,8 @@ from envs.signals.signals import build_signals
 from envs.tools import InteractionGraph
 from envs.data.rating import build_rating_tasks
 from envs.registry import env_class
-from envs.types import Catalog, RankingTask, RatingTask, Task
+from envs.conversational import dialogue_task
+from envs.types import Catalog, DialogueTask, RankingTask, RatingTask, Task
 from launch.config import DataConfig, RunConfig
 from launch.placement import Placement, PlacementConfig
 from rollout.actors import init_ray, map_actors, release, spawn
@@ -241,6 +242,9 @@ TASK_BUILDERS: dict[str, Callable[..., list[Task]]] = {
         catalog, num_negatives=data.num_negatives, seed=seed, max_history=data.max_history, exclude=exclude,
         min_rating=data.min_rating),
     RatingTask.kind: lambda catalog, data, seed, exclude: build_rating_tasks(catalog, max_history=data.max_history),
+    # a conversation over each ranking task's candidates, its target the simulated user's wish
+    DialogueTask.kind: lambda catalog, data, seed, exclude: [dialogue_task(task) for task in TASK_BUILDERS[
+        RankingTask.kind](catalog, data, seed, exclude)],
 }
 """Leave-last-out tasks of each kind from a catalog: ``(catalog, data settings, seed, exclude) -> tasks``."""
 
@@ -248,8 +252,7 @@ TASK_BUILDERS: dict[str, Callable[..., list[Task]]] = {
 def build_split(kind: str, catalog: Catalog, data: DataConfig, *, seed: int, exclude: Sequence = ()) -> list[Task]:
     """Leave-last-out tasks of ``kind`` from ``catalog``."""
     if kind not in TASK_BUILDERS:
-        raise ValueError(f"{kind} tasks are not built from a catalog; envs whose tasks are: "
-                         f"{sorted(TASK_BUILDERS)} (SequentialRec-v0, RatingPrediction-v0)")
+        raise ValueError(f"{kind} tasks are not built from a catalog; kinds that are: {sorted(TASK_BUILDERS)}")
     return TASK_BUILDERS[kind](catalog, data, seed, exclude)
 
 

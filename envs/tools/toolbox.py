@@ -4,6 +4,11 @@ Outputs are short plain text because a small model reads every token. ``Toolbox.
 raises on bad input: each mistake becomes ``ToolResult(ok=False)`` with a one-line error the
 agent can learn from. Argument checks come from each tool's JSON schema (plus id lookups keyed
 by parameter name), so a new tool gets validation by declaring its schema.
+
+The tools follow MACRec's (UserInfo, ItemInfo, UserHistory, ItemHistory, Search, Lookup,
+Summarize, Finish) and add one ranking tool per recommendation signal (MARS's verbalized CF).
+Nothing a task-bound tool says comes from the task's target or later: the graph holds training
+interactions only, and the task's own user is answered from ``task.history``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from envs.signals.signals import Signal, graph_signals, short_scores
-from envs.tools.graph import InteractionGraph
-from envs.types import Catalog, Item, RankingTask
+from envs.tools.graph import InteractionGraph, Rating
+from envs.tools.items import first_interaction_times, item_label
+from envs.tools.search import item_search
+from envs.tools.summarize import summarize_history
+from envs.types import Catalog, Item, RankingTask, Task
+
+SUMMARIZED_ITEMS = 100
+"""Most recent history items ``summarize`` reads (a task's history is at most 50)."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +95,8 @@ def _brief(value: object, limit: int = 40) -> str:
 def validate_arguments(parameters: dict[str, Any], arguments: object) -> dict[str, Any]:
     """Check arguments against a JSON schema subset and fill defaults.
 
-    Supports ``required``, ``properties`` with ``type``, ``minimum``, ``maximum`` and
-    ``default``; unknown arguments are rejected.
+    Supports ``required``, ``properties`` with ``type``, ``minimum``, ``maximum``, ``enum``,
+    ``maxLength``, array ``items`` with a ``type``, and ``default``; unknown arguments are rejected.
 
     Raises:
         ToolInputError: The arguments do not fit the schema.
@@ -117,6 +128,16 @@ def validate_arguments(parameters: dict[str, Any], arguments: object) -> dict[st
                 raise ToolInputError(f"argument '{name}' must be >= {low}, got {_brief(value)}")
             if high is not None and value > high:
                 raise ToolInputError(f"argument '{name}' must be <= {high}, got {_brief(value)}")
+        if "enum" in schema and value not in schema["enum"]:
+            raise ToolInputError(f"argument '{name}' must be one of {', '.join(map(str, schema['enum']))}, "
+                                 f"got {_brief(value)}")
+        if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
+            raise ToolInputError(f"argument '{name}' is longer than {schema['maxLength']} characters")
+        item_type = schema.get("items", {}).get("type")
+        if isinstance(value, list) and item_type in _JSON_TYPES:
+            wrong = [entry for entry in value if not _JSON_TYPES[item_type](entry)]
+            if wrong:
+                raise ToolInputError(f"argument '{name}' must hold JSON {item_type}s, got {_brief(wrong[0])}")
         checked[name] = value
     return checked
 
@@ -128,28 +149,37 @@ def _tool_spec(name: str, description: str, properties: dict[str, Any]) -> ToolS
     return ToolSpec(name=name, description=description, parameters=parameters)
 
 
-def _item_label(item: Item) -> str:
-    """``Kolya (1996) [Comedy]``: title, then year and genres when known."""
-    label = item.title
-    if item.year:
-        label += f" ({item.year})"
-    if item.genres:
-        label += f" [{', '.join(item.genres)}]"
-    return label
+def _target_item_id(task: Task) -> str | None:
+    """The item whose interaction the task holds out (a ranking task's target, a rating task's item)."""
+    return getattr(task, "target_item_id", None) or getattr(task, "item_id", None)
+
+
+LOOKUP_FIELDS: dict[str, Callable[[Item], Any]] = {
+    "title": lambda item: item.title,
+    "year": lambda item: item.year,
+    "genres": lambda item: list(item.genres),
+}
+"""The item fields ``lookup`` reads (besides ``users``, which comes from the graph)."""
 
 
 class Toolbox:
     """The agent's tools over one catalog and its (training) interaction graph.
 
-    When ``task`` is bound, the task user's history is ``task.history`` and ranking tools rank
-    ``task.candidate_item_ids``, so the target can never leak through a tool.
+    When ``task`` is bound, the task user's history is ``task.history``, ranking tools rank
+    ``task.candidate_item_ids``, ``item_history`` shows no rating from the task's target time on
+    (and the task's user only for items in its history), and ``search`` searches the candidates
+    unless asked for the whole catalog (the candidates are what the agent must rank; item text
+    reveals nothing about the target either way). So the target can never leak through a tool.
 
     Args:
         catalog: Users and items the ids refer to.
         graph: Interaction graph built from training interactions only.
-        task: The task being solved, if any.
+        task: The task being solved, if any (a ranking task; a rating task's item counts as its
+            target).
         signals: One ranking tool per signal (default: ``envs.signals.graph_signals``).
         max_k: Largest ``k`` a tool accepts.
+        generate: An LLM (``prompt -> text``) that makes ``summarize`` abstractive; without one
+            it is extractive.
     """
 
     def __init__(
@@ -160,10 +190,12 @@ class Toolbox:
         task: RankingTask | None = None,
         signals: Mapping[str, Signal] | None = None,
         max_k: int = 20,
+        generate: Callable[[str], str] | None = None,
     ):
         self.catalog = catalog
         self.graph = graph
         self.task = task
+        self.generate = generate
         self.signals = graph_signals(catalog, graph) if signals is None else dict(signals)
         self.max_k = max_k
         user_id = {"type": "string", "description": 'user id, e.g. "196"'}
@@ -185,11 +217,40 @@ class Toolbox:
                            {"user_id": user_id, "k": {**k_max, "default": min(5, max_k)}}),
                 self._user_history,
             ),
+            (
+                _tool_spec("item_history", "An item's last k ratings, most recent first, as user:rating.",
+                           {"item_id": item_id, "k": {**k_max, "default": min(5, max_k)}}),
+                self._item_history,
+            ),
+            (
+                _tool_spec("search", "Top k items whose title, year or genres match the query (BM25); "
+                           "only the task's candidates unless candidates_only is false.",
+                           {"query": {"type": "string", "maxLength": 200, "description": 'e.g. "star wars"'},
+                            "k": {**k_max, "default": min(5, max_k)},
+                            "candidates_only": {"type": "boolean", "default": True}}),
+                self._search,
+            ),
+            (
+                _tool_spec("lookup", "One field of an item: title, year, genres or users (how many).",
+                           {"item_id": item_id, "field": {"type": "string", "enum": [*LOOKUP_FIELDS, "users"]}}),
+                self._lookup,
+            ),
+            (
+                _tool_spec("summarize", "A summary of a user's history, made chunk by chunk, oldest first.",
+                           {"user_id": user_id,
+                            "chunk_size": {"type": "integer", "minimum": 2, "maximum": 50, "default": 10}}),
+                self._summarize,
+            ),
         ]
         for signal in self.signals.values():
             spec = _tool_spec(signal.name, signal.description,
                               {"user_id": user_id, "k": {**k_max, "default": min(10, max_k)}})
             tools.append((spec, functools.partial(self._signal_ranking, signal)))
+        tools.append((
+            _tool_spec("finish", "Finish with candidate ids, best first (the same as <recommend>).",
+                       {"item_ids": {"type": "array", "items": {"type": "string"}}}),
+            self._finish,
+        ))
         self._tools = {spec.name: (spec, handler) for spec, handler in tools}
         # Id checks keyed by parameter name, so any tool taking a user_id or item_id gets them.
         self._id_checks: dict[str, Callable[[str], None]] = {
@@ -260,17 +321,69 @@ class Toolbox:
 
     def _item_info(self, item_id: str) -> tuple[str, Item]:
         item = self.catalog.items[item_id]
-        return f"item {item_id}: {_item_label(item)}; {self.graph.popularity(item_id)} users", item
+        return f"item {item_id}: {item_label(item)}; {self.graph.popularity(item_id)} users", item
 
     def _user_history(self, user_id: str, k: int) -> tuple[str, list[str]]:
         recent = self._history(user_id)[-k:]
         if not recent:
             return f"user {user_id} has no history", []
         entries = "; ".join(
-            f"{i} {_item_label(self.catalog.items[i])}" if i in self.catalog.items else i
+            f"{i} {item_label(self.catalog.items[i])}" if i in self.catalog.items else i
             for i in recent
         )
         return f"user {user_id} last {len(recent)}: {entries}", recent
+
+    def _item_ratings(self, item_id: str) -> list[Rating]:
+        """The item's ratings, most recent first, as a task may see them: none from the task's target
+        time on (when the catalog records it), and the task's user only for items in its history."""
+        ratings = self.graph.item_raters(item_id)
+        if self.task is None:
+            return ratings
+        own_user, own_item = self.task.user_id, item_id in self.task.history
+        cutoff = first_interaction_times(self.catalog).get((own_user, _target_item_id(self.task)))
+        return [rating for rating in ratings
+                if (own_item or rating.user_id != own_user) and (cutoff is None or rating.timestamp < cutoff)]
+
+    def _item_history(self, item_id: str, k: int) -> tuple[str, list[dict[str, Any]]]:
+        ratings = self._item_ratings(item_id)
+        if not ratings:
+            return f"item {item_id} has no ratings", []
+        recent = ratings[:k]
+        listed = ", ".join(f"{rating.user_id}:{rating.rating:g}" for rating in recent)
+        data = [{"user_id": rating.user_id, "rating": rating.rating} for rating in recent]
+        return f"item {item_id} last {len(recent)} of {len(ratings)} ratings: {listed}", data
+
+    def _search(self, query: str, k: int, candidates_only: bool) -> tuple[str, list[dict[str, Any]]]:
+        within = getattr(self.task, "candidate_item_ids", None) if candidates_only else None
+        found = item_search(self.catalog).search(query, k, within=within)
+        if not found:
+            return f"search {_brief(query)} found no items", []
+        listed = "; ".join(f"{item_id} {item_label(self.catalog.items[item_id])} {score:.1f}"
+                           for item_id, score in found)
+        data = [{"item_id": item_id, "title": self.catalog.items[item_id].title, "score": round(score, 2)}
+                for item_id, score in found]
+        return f"search {_brief(query)}: {listed}", data
+
+    def _lookup(self, item_id: str, field: str) -> tuple[str, Any]:
+        if field == "users":
+            value = self.graph.popularity(item_id)
+        else:
+            value = LOOKUP_FIELDS[field](self.catalog.items[item_id])
+        shown = ", ".join(value) if isinstance(value, list) else str(value)
+        return f"item {item_id} {field}: {shown or 'unknown'}", value
+
+    def _summarize(self, user_id: str, chunk_size: int) -> tuple[str, dict[str, Any]]:
+        history = [self.catalog.items[i] for i in self._history(user_id)[-SUMMARIZED_ITEMS:]
+                   if i in self.catalog.items]
+        if not history:
+            return f"user {user_id} has no history", {"summary": "", "chunks": []}
+        summary, chunks = summarize_history(history, chunk_size=chunk_size, generate=self.generate)
+        text = f"user {user_id}, {len(history)} items in {len(chunks)} parts: {summary}"
+        return text, {"summary": summary, "chunks": chunks}
+
+    def _finish(self, item_ids: list[str]) -> tuple[str, list[str]]:
+        """MACRec's Finish: the env ends the episode with this ranking, exactly as for ``<recommend>``."""
+        return f"finish with {len(item_ids)} item ids", list(item_ids)
 
     def _pool(self, user_id: str) -> list[str]:
         """Items to rank: the task's candidates, or every graph item the user has not seen."""

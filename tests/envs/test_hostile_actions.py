@@ -9,15 +9,11 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from envs import make_env, registered_ids
-from envs.data import build_tasks, synthetic_catalog, training_interactions
-from envs.tools import InteractionGraph
+from envs import registered_ids
+from envs.data import build_tasks, synthetic_catalog
 from rewards import format_reward
 
-CATALOG = synthetic_catalog()
-TASKS = build_tasks(CATALOG, num_negatives=9, seed=0)
-GRAPH = InteractionGraph.from_interactions(training_interactions(CATALOG.interactions, TASKS))
-TASK = TASKS[0]
+TASK = build_tasks(synthetic_catalog(), num_negatives=9, seed=0)[0]  # the task every env case plays (conftest.py)
 TOOLS = ["user_info", "user_history", "item_cf", "user_cf", "popularity", "no_such_tool"]
 
 FRAGMENTS = ["<plan>", "</plan>", "<tool_call>", "</tool_call>", "<recommend>", "</recommend>", "<reflection>",
@@ -40,18 +36,15 @@ MALFORMED = st.one_of(
 )
 TOOL_CALLS = st.tuples(st.sampled_from(TOOLS), json_values).map(
     lambda call: f"<tool_call>{json.dumps({'name': call[0], 'arguments': call[1]})}</tool_call>")
-FUZZ = settings(max_examples=1500, deadline=2000, derandomize=True, database=None,
+FUZZ = settings(max_examples=1500, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-def env_for(env_id):
-    return make_env(env_id, catalog=CATALOG, graph=GRAPH, tasks=TASKS)
-
-
-def finish(env, action):
-    """Steps ``action`` (timed), then recommends the target if the episode goes on; returns the
-    first step's info, its seconds and whether the whole episode was well-formed."""
-    env.reset(seed=0, options={"task": TASK})
+def finish(case, action):
+    """Steps ``action`` (timed), then the env's well-formed final action while the episode goes on;
+    returns the first step's info, its seconds and whether the whole episode was well-formed."""
+    env = case.env
+    env.reset(seed=0, options={"task": case.task})
     began = time.perf_counter()
     observation, reward, terminated, truncated, info = env.step(action)
     seconds = time.perf_counter() - began
@@ -59,27 +52,27 @@ def finish(env, action):
     assert len(info["errors"]) <= 16
     final = info
     while not (terminated or truncated):
-        _, _, terminated, truncated, final = env.step(f"<recommend>{TASK.target_item_id}</recommend>")
+        _, _, terminated, truncated, final = env.step(case.final_action)
     return info, seconds, bool(final["format_valid"])
 
 
 @pytest.mark.parametrize("env_id", registered_ids())
 @FUZZ
 @given(action=MALFORMED)
-def test_malformed_actions_are_answered_quickly_and_cost_the_format_reward(env_id, action):
-    info, seconds, valid = finish(env_for(env_id), action)
+def test_malformed_actions_are_answered_quickly_and_cost_the_format_reward(env_id, make_env_case, action):
+    info, seconds, valid = finish(make_env_case(env_id), action)
     assert info["errors"], f"{action[:200]!r} was taken as well-formed"
     assert format_reward(valid) < 0
-    assert seconds < 1.0, f"{seconds:.2f}s for {action[:200]!r}"
+    assert seconds < 2.0, f"{seconds:.2f}s for {action[:200]!r}"  # a backtracking parser takes minutes
 
 
 @pytest.mark.parametrize("env_id", registered_ids())
 @FUZZ
 @given(action=TOOL_CALLS)
-def test_tool_calls_with_any_arguments_never_raise_and_a_failed_call_is_a_format_error(env_id, action):
-    info, seconds, valid = finish(env_for(env_id), action)
-    failed = [result for result in info["tool_results"] if not result.ok]
+def test_tool_calls_with_any_arguments_never_raise_and_a_failed_call_is_a_format_error(env_id, make_env_case, action):
+    info, seconds, valid = finish(make_env_case(env_id), action)
+    failed = [result for result in info.get("tool_results", []) if not result.ok]  # envs without tools have none
     assert bool(failed) == any(error.startswith("tool call failed") for error in info["errors"])
     if failed:
         assert format_reward(valid) < 0
-    assert seconds < 1.0
+    assert seconds < 2.0

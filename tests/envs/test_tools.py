@@ -138,8 +138,8 @@ def toolbox(ml100k_setup) -> Toolbox:
 
 
 def test_specs_and_openai_schemas(toolbox):
-    assert toolbox.names == ["user_info", "item_info", "user_history", "item_cf", "user_cf", "recent_cf",
-                             "popularity", "genre_year"]
+    assert toolbox.names == ["user_info", "item_info", "user_history", "item_history", "search", "lookup",
+                             "summarize", "item_cf", "user_cf", "recent_cf", "popularity", "genre_year", "finish"]
     for spec in toolbox.specs:
         assert isinstance(spec, ToolSpec) and "\n" not in spec.description
     schema = toolbox.openai_schemas()[2]

@@ -16,10 +16,9 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.config import DEFAULTS
-from envs.sequential_rec import whitespace_tokens
 from envs.simulators import DIALOGUE_ACTS, AgentMove, Dialogue, RuleBasedSimulator, UserSimulator
 from envs.tools import InteractionGraph
-from envs.turns import MAX_TEXT, capped, read_action
+from envs.turns import MAX_TEXT, capped, read_action, whitespace_tokens
 from envs.types import Catalog, DialogueOutcome, DialogueTask, ParsedAction, RankingTask
 
 CONVERSATION_TAGS = ("plan", "reflection", "act", "say", "recommend")

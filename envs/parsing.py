@@ -81,6 +81,31 @@ def parse_rating(answer: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def read_ranking(item_ids: Sequence[str], candidates: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The full candidate ranking a ``<recommend>`` list gives, and what is wrong with the list:
+    listed candidates first (non-candidates and repeats are dropped, each an error), the unlisted
+    ones after in the order they were shown, so a partial ranking still ranks; empty when no
+    candidate is listed.
+
+    >>> read_ranking(["b", "x", "b"], ["a", "b", "c"])
+    (['b', 'a', 'c'], ["recommended id 'x' is not a candidate", "recommended id 'b' is listed twice"])
+    """
+    candidate_set = set(candidates)
+    listed: dict[str, None] = {}
+    errors = []
+    for item_id in item_ids:
+        if item_id not in candidate_set:
+            errors.append(f"recommended id '{item_id}' is not a candidate")
+        elif item_id in listed:
+            errors.append(f"recommended id '{item_id}' is listed twice")
+        else:
+            listed[item_id] = None
+    if not item_ids:
+        errors.append("empty <recommend>")
+    ranking = [*listed, *(i for i in candidates if i not in listed)] if listed else []
+    return ranking, errors
+
+
 def parse_action(text: str, *, tags: Sequence[str] = RANKING_TAGS) -> ParsedAction:
     """Parses one agent turn of an env that takes ``tags``.
 

@@ -13,7 +13,7 @@ from envs.parsing import RATING_TAGS, parse_rating
 from envs.prompts import system_prompt
 from envs.signals.signals import Signal
 from envs.tools import InteractionGraph, Toolbox, ToolResult
-from envs.turns import MAX_TEXT, answer_tool_calls, capped, read_action
+from envs.turns import MAX_TEXT, answer_tool_calls, capped, read_action, whitespace_tokens
 from envs.types import Catalog, RatingOutcome, RatingTask
 
 INSTRUCTIONS = (
@@ -22,10 +22,6 @@ INSTRUCTIONS = (
     "</tool_call>, or finish with <reflection>...</reflection><answer>rating</answer>."
 )
 DEFAULT_TOOLS = ("user_info", "item_info", "user_history")
-
-
-def whitespace_tokens(text: str) -> int:
-    return len(text.split())
 
 
 def read_rating(answer: str, *, low: float, high: float) -> tuple[float | None, str | None]:

@@ -9,24 +9,12 @@ import gymnasium as gym
 from gymnasium import spaces
 
 from envs.config import DEFAULTS
-from envs.parsing import parse_action
+from envs.parsing import RANKING_TAGS, read_ranking
 from envs.prompts import system_prompt, task_prompt
 from envs.signals.signals import Signal, graph_signals
 from envs.tools import InteractionGraph, Toolbox, ToolResult
-from envs.types import Catalog, ParsedAction, RankingOutcome, RankingTask, ToolCall
-
-MAX_TEXT = 16_384
-"""Characters of an action that are read (the rest is dropped, with an error)."""
-MAX_TOOL_CALLS = 8
-"""Tool calls answered in one turn (the rest are dropped, with an error)."""
-MAX_ERRORS = 16
-"""Error messages reported for one turn (the rest are counted)."""
-
-
-def whitespace_tokens(text: str) -> int:
-    """A tokenizer-free token count, used when the caller gives none."""
-    return len(text.split())
-
+from envs.turns import MAX_TEXT, answer_tool_calls, capped, read_action, whitespace_tokens
+from envs.types import Catalog, RankingOutcome, RankingTask, ToolCall
 
 class SequentialRecEnv(gym.Env):
     """A text environment over RankingTasks.
@@ -106,20 +94,8 @@ class SequentialRecEnv(gym.Env):
         if self._task is None or self._done:
             raise RuntimeError("call reset() before step() (the episode is over or never started)")
         self._turns += 1
-        errors = []
-        if not isinstance(action, str):
-            errors.append(f"an action is text, not {type(action).__name__}")
-            action = ""
-        if len(action) > MAX_TEXT:
-            errors.append(f"action of {len(action)} characters: only the first {MAX_TEXT} were read")
-            action = action[:MAX_TEXT]
-        self._tokens += self.count_tokens(action)
-        parsed = parse_action(action)
-        errors.extend(parsed.errors)
-        if len(parsed.tool_calls) > MAX_TOOL_CALLS:
-            errors.append(f"{len(parsed.tool_calls)} tool calls in one turn: only the first {MAX_TOOL_CALLS} "
-                          "were answered")
-            parsed.tool_calls = parsed.tool_calls[:MAX_TOOL_CALLS]
+        text, parsed, errors = read_action(action, tags=RANKING_TAGS)
+        self._tokens += self.count_tokens(text)
         observation, reward, terminated, truncated = "", 0.0, False, False
         tool_results: list[ToolResult] = []
         outcome, format_valid = None, False
@@ -135,8 +111,10 @@ class SequentialRecEnv(gym.Env):
             reward = 1.0 / outcome.rank if outcome.rank else 0.0
             terminated = True
         else:
-            observation, tool_results = self._answer_tool_calls(parsed)
-            errors.extend(f"tool call failed: {result.error}" for result in tool_results if not result.ok)
+            observation, tool_results, failed = answer_tool_calls(
+                self._toolbox, {spec.name for spec in self.tool_specs}, parsed,
+                finish_hint="finish with <recommend>id, ...</recommend>")
+            errors.extend(failed)
             self._tokens += self.count_tokens(observation)
             if self._turns >= self.max_turns:
                 errors.append("turn budget exhausted")
@@ -160,24 +138,6 @@ class SequentialRecEnv(gym.Env):
 
     # Internals -------------------------------------------------------------------------------
 
-    def _answer_tool_calls(self, parsed: ParsedAction) -> tuple[str, list[ToolResult]]:
-        allowed = {spec.name for spec in self.tool_specs}
-        results = []
-        for call in parsed.tool_calls:
-            if call.name not in allowed:
-                error = f"unknown tool '{call.name}'; available: {', '.join(sorted(allowed))}"
-                results.append(ToolResult(name=call.name, text=f"error: {error}", ok=False, error=error))
-            else:
-                results.append(self._toolbox.call(call.name, call.arguments))
-        responses = [f"<tool_response>{result.text}</tool_response>" for result in results]
-        if not parsed.tool_calls:
-            detail = "; ".join(capped(parsed.errors)) or "no action"
-            responses.append(
-                f"<tool_response>error: {detail}. Call a tool with <tool_call> or finish with "
-                "<recommend>id, ...</recommend>.</tool_response>"
-            )
-        return "\n".join(responses), results
-
     def _finish_call(self, tool_calls: list[ToolCall]) -> tuple[list[str] | None, list[ToolCall]]:
         """The ids of the first offered ``finish`` call with valid arguments, which then stands for a
         ``<recommend>``, and the other calls (ignored beside it, as beside a ``<recommend>``); an
@@ -191,32 +151,8 @@ class SequentialRecEnv(gym.Env):
 
     def _outcome(self, item_ids: list[str], errors: list[str]) -> tuple[RankingOutcome, bool]:
         """The ranking a ``<recommend>`` gives, and whether the whole episode was well-formed."""
-        candidates = self._task.candidate_item_ids
-        candidate_set = set(candidates)
-        listed: list[str] = []
-        for item_id in item_ids:
-            if item_id not in candidate_set:
-                errors.append(f"recommended id '{item_id}' is not a candidate")
-            elif item_id in listed:
-                errors.append(f"recommended id '{item_id}' is listed twice")
-            else:
-                listed.append(item_id)
-        if not item_ids:
-            errors.append("empty <recommend>")
-        # Unlisted candidates follow in the order they were shown, so partial rankings still rank.
-        listed_set = set(listed)
-        ranking = listed + [i for i in candidates if i not in listed_set] if listed else []
+        ranking, wrong = read_ranking(item_ids, self._task.candidate_item_ids)
+        errors.extend(wrong)
         rank = ranking.index(self._task.target_item_id) + 1 if ranking else None
-        valid = bool(listed) and not errors and self._format_clean
+        valid = bool(ranking) and not errors and self._format_clean
         return RankingOutcome(ranking=tuple(ranking), rank=rank), valid
-
-
-def capped(errors: list[str]) -> list[str]:
-    """At most ``MAX_ERRORS`` messages, the rest counted in a last one.
-
-    >>> capped(["bad id"] * 20)[-1]
-    '... and 5 more errors'
-    """
-    if len(errors) <= MAX_ERRORS:
-        return errors
-    return errors[: MAX_ERRORS - 1] + [f"... and {len(errors) - MAX_ERRORS + 1} more errors"]

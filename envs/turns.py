@@ -17,6 +17,11 @@ MAX_ERRORS = 16
 """Error messages reported for one turn (the rest are counted)."""
 
 
+def whitespace_tokens(text: str) -> int:
+    """A tokenizer-free token count, used when the caller gives none."""
+    return len(text.split())
+
+
 def read_action(action: object, *, tags: Sequence[str]) -> tuple[str, ParsedAction, list[str]]:
     """The text read of ``action`` (at most ``MAX_TEXT`` characters), its parse with the env's
     ``tags`` (at most ``MAX_TOOL_CALLS`` tool calls kept), and the turn's errors so far.

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.parsing import RANKING_TAGS, RATING_TAGS, parse_action, parse_rating
+from envs.parsing import RANKING_TAGS, RATING_TAGS, parse_action, parse_rating, read_ranking
 from envs.types import Outcome, ParsedAction, RankingOutcome, RatingOutcome, Trajectory, Turn
 from rewards.compose import RewardConfig, check_weights, score
 from rewards.macrec import LOWER, UPPER
@@ -57,16 +57,12 @@ def ranking_outcome(action: ParsedAction, row: Mapping[str, Any]) -> tuple[Ranki
     target = str(row["target_item_id"])
     written = action.recommend or []
     candidates = row.get("candidate_item_ids")
-    listed = list(dict.fromkeys(written))
     if candidates is None:
-        ranking, well_formed = listed, bool(listed)
+        ranking = list(dict.fromkeys(written))
+        well_formed = bool(ranking)
     else:
-        candidates = [str(item_id) for item_id in candidates]
-        candidate_set = set(candidates)
-        listed = [item_id for item_id in listed if item_id in candidate_set]
-        well_formed = bool(listed) and len(listed) == len(written)
-        listed_set = set(listed)
-        ranking = listed + [item_id for item_id in candidates if item_id not in listed_set] if listed else []
+        ranking, wrong = read_ranking(written, [str(item_id) for item_id in candidates])
+        well_formed = bool(ranking) and not wrong
     outcome = RankingOutcome(ranking=tuple(ranking), rank=rank_of(ranking, target))
     return outcome, well_formed and not action.errors
 

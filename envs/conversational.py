@@ -7,18 +7,16 @@ recommendation within the turn budget.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from envs.config import DEFAULTS
 from envs.simulators import DIALOGUE_ACTS, AgentMove, Dialogue, RuleBasedSimulator, UserSimulator
 from envs.tools import InteractionGraph
-from envs.turns import MAX_TEXT, capped, read_action, whitespace_tokens
+from envs.turns import capped, episode_task, read_action, text_spaces, whitespace_tokens
 from envs.types import Catalog, DialogueOutcome, DialogueTask, ParsedAction, RankingTask
 
 CONVERSATION_TAGS = ("plan", "reflection", "act", "say", "recommend")
@@ -118,24 +116,22 @@ class ConversationalRecEnv(gym.Env):
         self.count_tokens = count_tokens
         self.env_id = env_id
         self.system_prompt = INSTRUCTIONS.format(max_recommend=max_recommend, max_turns=max_turns)
-        charset = set(string.printable) | {c for item in catalog.items.values() for c in item.title}
-        charset |= {c for item in catalog.items.values() for genre in item.genres for c in genre}
-        self.observation_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset="".join(sorted(charset)))
-        self.action_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset=self.observation_space.character_set)
+        self.observation_space, self.action_space = text_spaces(catalog)
         self._dialogue: Dialogue | None = None
 
     # Gymnasium API ---------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        options = options or {}
-        if "task" in options:
-            task = options["task"]
-        elif self.tasks:
-            task = self.tasks[options.get("task_index", int(self.np_random.integers(len(self.tasks))))]
-        else:
-            raise ValueError("reset needs options={'task': DialogueTask} when the env was built without tasks")
-        self._check_task(task)
+        if isinstance((options or {}).get("task"), RankingTask):
+            raise ValueError(f"{self.env_id} plays dialogue tasks: convert ranking tasks with "
+                             "envs.conversational.dialogue_task")
+        task = episode_task(self, options, DialogueTask)
+        unknown = [i for i in (*task.candidate_item_ids, task.target_item_id) if i not in self.catalog.items]
+        if unknown:
+            raise ValueError(f"task {task.task_id}: item ids {unknown[:5]} are not in catalog {self.catalog.name!r}")
+        if task.target_item_id not in task.candidate_item_ids:
+            raise ValueError(f"task {task.task_id}: the target {task.target_item_id} is not among its candidates")
         # The simulator's draws come from the env's seeded generator, so reset(seed=s) replays a dialogue.
         rng = np.random.default_rng(int(self.np_random.integers(2**62)))
         self._dialogue = Dialogue(task, self.catalog, rng, list(task.candidate_item_ids))
@@ -213,18 +209,6 @@ class ConversationalRecEnv(gym.Env):
         return observation, float(reward), terminated, truncated, info
 
     # Internals -------------------------------------------------------------------------------
-
-    def _check_task(self, task: object) -> None:
-        if isinstance(task, RankingTask):
-            raise ValueError(f"{self.env_id} plays dialogue tasks: convert ranking tasks with "
-                             "envs.conversational.dialogue_task")
-        if not isinstance(task, DialogueTask):
-            raise ValueError(f"{self.env_id} plays dialogue tasks, not {type(task).__name__}")
-        unknown = [i for i in (*task.candidate_item_ids, task.target_item_id) if i not in self.catalog.items]
-        if unknown:
-            raise ValueError(f"task {task.task_id}: item ids {unknown[:5]} are not in catalog {self.catalog.name!r}")
-        if task.target_item_id not in task.candidate_item_ids:
-            raise ValueError(f"task {task.task_id}: the target {task.target_item_id} is not among its candidates")
 
     def _move(self, parsed: ParsedAction, errors: list[str]) -> AgentMove | None:
         """The turn as the user hears it, or None when nothing usable was said (errors explain)."""

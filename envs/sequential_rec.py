@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Mapping, Sequence
 
 import gymnasium as gym
-from gymnasium import spaces
 
 from envs.config import DEFAULTS
 from envs.parsing import RANKING_TAGS, read_ranking
 from envs.prompts import system_prompt, task_prompt
 from envs.signals.signals import Signal, graph_signals
 from envs.tools import InteractionGraph, Toolbox, ToolResult
-from envs.turns import MAX_TEXT, answer_tool_calls, capped, read_action, whitespace_tokens
+from envs.turns import (answer_tool_calls, capped, chosen_tools, episode_task, read_action, text_spaces,
+                        whitespace_tokens)
 from envs.types import Catalog, RankingOutcome, RankingTask, ToolCall
 
 class SequentialRecEnv(gym.Env):
@@ -54,33 +53,16 @@ class SequentialRecEnv(gym.Env):
         self.count_tokens = count_tokens
         self.env_id = env_id
         self.signals = graph_signals(catalog, graph) if signals is None else dict(signals)
-        all_specs = Toolbox(catalog, graph, signals=self.signals).specs
-        known = [spec.name for spec in all_specs]
-        chosen = list(tool_names) if tool_names is not None else known
-        unknown = sorted(set(chosen) - set(known))
-        if unknown:
-            raise ValueError(f"unknown tool name(s) {unknown}; available: {known}")
-        self.tool_specs = [spec for spec in all_specs if spec.name in chosen]
+        self.tool_specs = chosen_tools(Toolbox(catalog, graph, signals=self.signals).specs, tool_names, env_id=env_id)
         self.system_prompt = system_prompt(self.tool_specs)
-        charset = set(string.printable) | {c for item in catalog.items.values() for c in item.title}
-        self.observation_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset="".join(sorted(charset)))
-        self.action_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset=self.observation_space.character_set)
+        self.observation_space, self.action_space = text_spaces(catalog)
         self._task: RankingTask | None = None
 
     # Gymnasium API ---------------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
         super().reset(seed=seed)
-        options = options or {}
-        if "task" in options:
-            task = options["task"]
-        elif self.tasks:
-            index = options.get("task_index", int(self.np_random.integers(len(self.tasks))))
-            task = self.tasks[index]
-        else:
-            raise ValueError("reset needs options={'task': RankingTask} when the env was built without tasks")
-        if not isinstance(task, RankingTask):
-            raise ValueError(f"{self.env_id} plays ranking tasks, not {type(task).__name__}")
+        task = episode_task(self, options, RankingTask)
         self._task = task
         self._toolbox = Toolbox(self.catalog, self.graph, task=task, signals=self.signals)
         prompt = task_prompt(task, self.catalog, history_in_prompt=self.history_in_prompt)

@@ -3,11 +3,15 @@ calls, and report at most a few errors. Whatever a sampled policy writes is answ
 
 from __future__ import annotations
 
+import string
 from collections.abc import Collection, Sequence
+from typing import Any
+
+from gymnasium import spaces
 
 from envs.parsing import parse_action
 from envs.tools import Toolbox, ToolResult
-from envs.types import ParsedAction
+from envs.types import Catalog, ParsedAction, Task
 
 MAX_TEXT = 16_384
 """Characters of an action that are read (the rest is dropped, with an error)."""
@@ -15,6 +19,48 @@ MAX_TOOL_CALLS = 8
 """Tool calls answered in one turn (the rest are dropped, with an error)."""
 MAX_ERRORS = 16
 """Error messages reported for one turn (the rest are counted)."""
+
+
+def text_spaces(catalog: Catalog) -> tuple[spaces.Text, spaces.Text]:
+    """An env's observation and action spaces: text of up to ``MAX_TEXT`` characters from the
+    printable ones and those of the catalog's titles and genres."""
+    charset = set(string.printable) | {c for item in catalog.items.values() for c in item.title}
+    charset |= {c for item in catalog.items.values() for genre in item.genres for c in genre}
+    observation = spaces.Text(max_length=MAX_TEXT, min_length=0, charset="".join(sorted(charset)))
+    return observation, spaces.Text(max_length=MAX_TEXT, min_length=0, charset=observation.character_set)
+
+
+def chosen_tools(specs: Sequence[Any], names: Sequence[str] | None, *, env_id: str) -> list[Any]:
+    """The tool specs ``names`` choose (None: all of them), in the toolbox's order.
+
+    Raises:
+        ValueError: a name is not one of ``specs``.
+    """
+    known = [spec.name for spec in specs]
+    chosen = list(names) if names is not None else known
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ValueError(f"unknown tool name(s) {unknown} for {env_id}; available: {known}")
+    return [spec for spec in specs if spec.name in chosen]
+
+
+def episode_task(env: Any, options: dict | None, kind: type[Task]) -> Task:
+    """The task ``reset(options=)`` asks for: ``options["task"]``, or the env's own tasks'
+    ``options["task_index"]`` (a seeded draw by default).
+
+    Raises:
+        ValueError: no task given to an env built without tasks, or a task of another kind.
+    """
+    options = options or {}
+    if "task" in options:
+        task = options["task"]
+    elif env.tasks:
+        task = env.tasks[options.get("task_index", int(env.np_random.integers(len(env.tasks))))]
+    else:
+        raise ValueError(f"reset needs options={{'task': {kind.__name__}}} when the env was built without tasks")
+    if not isinstance(task, kind):
+        raise ValueError(f"{env.env_id} plays {kind.kind} tasks, not {type(task).__name__}")
+    return task
 
 
 def whitespace_tokens(text: str) -> int:

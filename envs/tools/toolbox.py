@@ -150,8 +150,9 @@ def _tool_spec(name: str, description: str, properties: dict[str, Any]) -> ToolS
 
 
 def _target_item_id(task: Task) -> str | None:
-    """The item whose interaction the task holds out (a ranking task's target, a rating task's item)."""
-    return getattr(task, "target_item_id", None) or getattr(task, "item_id", None)
+    """The item whose interaction the task holds out (a ranking or dialogue task's target, a rating
+    task's item)."""
+    return getattr(task, "target_item_id", None)
 
 
 LOOKUP_FIELDS: dict[str, Callable[[Item], Any]] = {

@@ -130,6 +130,9 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
 
     # WANDB_MODE in the environment beats the config; the process environment is never changed.
     mode = os.environ.get("WANDB_MODE") or config.logging.mode
+    if command in ("curate", "train", "eval", "quickstart"):
+        for warning in stages.turn_budget_warnings(config):
+            print(f"[{command}] warning: {warning}")
     with Tracker(project=config.logging.project, run_dir=run_dir, config=asdict(config),
                  name=f"{run_dir.name}-{command}", mode=mode) as tracker:
         if command in ("data", "quickstart"):

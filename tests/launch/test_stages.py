@@ -130,3 +130,20 @@ def test_curation_resumes_after_the_last_chunk_and_samples_only_new_candidates(t
     assert len(played) == 8  # success counted at another rank: the same samples
     stages.stage_curate(load_config(None, [*overrides, "curriculum.candidate_tasks=8", "curriculum.temperature=1.0"]))
     assert len(played) == 16  # other sampling settings: every candidate again
+
+
+def test_a_turn_budget_shorter_than_the_teachers_turns_is_warned_about(tmp_path):
+    import datasets
+
+    from envs.types import Trajectory, Turn
+
+    config = load_config(None, [f"run_dir={tmp_path}", "model.name=tiny-random", "grpo.max_new_tokens=8",
+                                "curriculum.max_new_tokens=16", "eval.max_new_tokens=400"])
+    assert stages.turn_budget_warnings(config) == []  # no teacher data yet
+    long_turn = "<plan>" + "look " * 30 + "</plan><recommend>1</recommend>"
+    trajectory = Trajectory(task_id="t", env_id="SequentialRec-v0", source="teacher",
+                            turns=[Turn("system", "rules " * 50), Turn("cf_expert", long_turn)])
+    datasets.Dataset.from_list([trajectory.to_row()]).save_to_disk(str(RunPaths(tmp_path).teacher_dataset))
+    warnings = stages.turn_budget_warnings(config)
+    assert len(warnings) == 2 and "curriculum.max_new_tokens=16" in warnings[0] and "grpo.max_new_tokens=8" in warnings[1]
+    assert "up to 44 tokens" in warnings[0]

@@ -1,8 +1,10 @@
-"""Tool calls and SequentialRec-v0 episodes per second on one core, on ml-100k.
+"""Tool calls and scripted episodes of every env per second on one core, on ml-100k.
 
 Each tool is called with realistic arguments on random leave-last-out tasks (the task's user, one of
 its candidates or history items, a search for a candidate's title words), one toolbox per task as
-the env builds it. The scripted episodes call one CF tool and then recommend its ranking. Rates are
+the env builds it. The scripted episodes: SequentialRec-v0 calls one CF tool and recommends its
+ranking; RatingPrediction-v0 reads the user's history and answers the item's mean rating;
+ConversationalRec-v0 runs the rule-based policy against the simulated user to the end. Rates are
 per CPU second of this process (``time.process_time``), so other jobs on the machine lower the wall
 rate but not the figure; both are printed. One-time costs (graph, precomputed CF, search index) are
 printed first and are not in the rates.
@@ -20,11 +22,16 @@ from collections.abc import Callable
 import torch
 
 from envs import make_env
-from envs.data import build_tasks, load_ml100k, training_interactions
+from envs.conversational import dialogue_task
+from envs.data import build_tasks, leave_last_out, load_ml100k, training_interactions
+from envs.data.rating import build_rating_tasks
+from envs.rating_baselines import BiasModel
 from envs.tools import InteractionGraph, Toolbox
 from envs.tools.items import first_interaction_times
 from envs.tools.search import item_search
 from envs.types import RankingTask
+from rollout.episode import EpisodeRequest, run_episodes
+from teachers.crs_policies import RuleBasedCRSPolicy
 
 
 def timed(run: Callable[[int], None], seconds: float) -> tuple[int, float, float]:
@@ -101,6 +108,31 @@ def main() -> None:
             assert terminated and info["format_valid"]
 
         rows.append((f"SequentialRec-v0 episode ({tool}, then recommend)", *timed(episode, args.seconds)))
+
+    # RatingPrediction-v0: read the user's history, then answer the item's mean training rating.
+    rating_tasks = rng.sample(build_rating_tasks(catalog), args.tasks)
+    train, _ = leave_last_out(catalog.interactions)
+    rating_graph = InteractionGraph.from_interactions(train)
+    rating_env = make_env("RatingPrediction-v0", catalog=catalog, graph=rating_graph, tasks=rating_tasks)
+    item_mean = BiasModel.fit(train, item_reg=0.0, user_reg=0.0)
+
+    def rating_episode(i: int) -> None:
+        task = rating_tasks[i % len(rating_tasks)]
+        rating_env.reset(options={"task": task})
+        rating_env.step(f'<tool_call>{{"name": "user_history", "arguments": {{"user_id": "{task.user_id}"}}}}</tool_call>')
+        *_, terminated, _, info = rating_env.step(f"<answer>{item_mean.predict('item_bias', task):.1f}</answer>")
+        assert terminated and info["format_valid"]
+
+    rows.append(("RatingPrediction-v0 episode (user_history, then answer)", *timed(rating_episode, args.seconds)))
+    # ConversationalRec-v0: the rule-based policy against the rule-based simulated user, to the end.
+    dialogues = [dialogue_task(task) for task in tasks]
+    crs_env = make_env("ConversationalRec-v0", catalog=catalog, graph=graph, tasks=dialogues)
+    policy = RuleBasedCRSPolicy(catalog)
+
+    def dialogue(i: int) -> None:
+        run_episodes(policy, [crs_env], [EpisodeRequest(dialogues[i % len(dialogues)], seed=i)], source="bench")
+
+    rows.append(("ConversationalRec-v0 episode (rule-based policy, to the end)", *timed(dialogue, args.seconds)))
 
     print("\n| what | calls | CPU s | per CPU second | per wall second |")
     print("|---|---|---|---|---|")

@@ -13,7 +13,7 @@ from envs.baselines import BASELINES
 from envs.data import tasks_from_file
 from envs.data.splits import sample_in_order
 from envs.data import training_interactions
-from envs.types import RankingTask, RatingOutcome, RatingTask
+from envs.types import DialogueOutcome, DialogueTask, RankingTask, RatingOutcome, RatingTask
 from launch.config import RunConfig
 from launch.stages import RunPaths, env_spec, rollout_workers, stage_data, task_kind, teacher_weights
 from rollout.actors import broadcast, map_actors_chunked, release
@@ -38,6 +38,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
 
     if task_kind(config) == RatingTask.kind:
         return rating_eval(config, tasks_file=tasks_file)
+    if task_kind(config) == DialogueTask.kind:
+        return dialogue_eval(config, tasks_file=tasks_file)
     known = (*BASELINE_METHODS, "teacher", *STUDENTS)
     unknown = [m for m in config.eval.methods if m not in known]
     if unknown:
@@ -181,6 +183,64 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> d
             predictions[method] = [t.outcome.prediction if isinstance(t.outcome, RatingOutcome) else None
                                    for t in trajectories]
             methods[method] = {**rating_metrics(predictions[method], targets, fallback=model.mean),
+                               "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
+            paths.eval_json.write_text(json.dumps(report, indent=2))
+    finally:
+        release(workers or [])
+    paths.eval_json.write_text(json.dumps(report, indent=2))
+    report["path"] = str(paths.eval_json)
+    return report
+
+
+CRS_POLICIES = ("crs_rules", "crs_random")
+"""Conversational policies that need no model: the rule-based one (the teacher) and random acts."""
+
+
+def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+    """Success rate, turns to acceptance and recall@k of the conversational policies and the students
+    on the same held-out conversations with the simulated user, into ``eval.json``; ``ranks`` holds
+    1 for an accepted conversation (None otherwise), so ``recrl compare`` pairs success rates as hr@1."""
+    from envs.conversational import dialogue_metrics
+    from rollout.episode import run_episodes
+    from teachers.crs_policies import RandomCRSPolicy, RuleBasedCRSPolicy
+
+    if tasks_file is not None:
+        raise ValueError("eval --tasks reads ranking tasks; conversations come from the run's data")
+    known = (*CRS_POLICIES, *STUDENTS)
+    unknown = [m for m in config.eval.methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown eval method(s) {unknown} for {config.env.env_id}; available: {list(known)}")
+    paths = RunPaths(Path(config.run_dir))
+    catalog, train_tasks, eval_tasks = stage_data(config)
+    tasks = held_out_sample(config, eval_tasks)
+    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
+    targets = [task.target_item_id for task in tasks]
+    methods: dict[str, dict[str, float]] = {}
+    ranks: dict[str, list[int | None]] = {}
+    skipped: dict[str, str] = {}
+    report = {"protocol": {"dataset": catalog.name, "task": "dialogue", "split": "leave-last-out",
+                           "num_tasks": len(tasks), "seed": config.eval.seed, "decoding": "greedy",
+                           "model": config.model.name, "env": asdict(config.env), "skipped": skipped},
+              "methods": methods, "task_ids": [task.task_id for task in tasks], "ranks": ranks}
+    paths.root.mkdir(parents=True, exist_ok=True)
+    policies = {"crs_rules": lambda: RuleBasedCRSPolicy(catalog), "crs_random": RandomCRSPolicy}
+    workers = None
+    try:
+        for method in config.eval.methods:
+            if method in policies:
+                requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.eval.seed, "eval", i))
+                            for i, task in enumerate(tasks)]
+                trajectories = run_episodes(policies[method](), [spec.make() for _ in tasks], requests, source=method)
+            else:
+                adapter, folders = student_weights(paths, config, method)
+                if folders is None:
+                    skipped[method] = f"no checkpoint at {adapter}"
+                    continue
+                workers = load_student(workers, config, spec, adapter)
+                trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+            outcomes = [t.outcome if isinstance(t.outcome, DialogueOutcome) else DialogueOutcome() for t in trajectories]
+            ranks[method] = [1 if outcome.accepted else None for outcome in outcomes]
+            methods[method] = {**dialogue_metrics(outcomes, targets),
                                "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
             paths.eval_json.write_text(json.dumps(report, indent=2))
     finally:

@@ -316,7 +316,7 @@ def stage_teach(config: RunConfig) -> dict[str, float]:
 
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
-    weights = teacher_weights(config, spec, train_tasks)
+    weights = teacher_weights(config, spec, train_tasks) if task_kind(config) == RankingTask.kind else None
     trajectories = play_teacher(spec, train_tasks, config.teacher, weights)
     kept = keep_hits(trajectories, keep_hit_at=config.teacher.keep_hit_at)
     if not kept:

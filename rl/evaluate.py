@@ -43,9 +43,11 @@ def baseline_metrics(ranks: Sequence[int | None]) -> dict[str, float]:
 
 
 def format_table(methods: dict[str, dict[str, float]]) -> str:
-    """A fixed-width table, one method per row: the ranking metrics, or a rating evaluation's."""
-    rating = any("rmse" in metrics for metrics in methods.values())
-    keys = ("rmse", "mae", "valid_rate", "format_rate") if rating else METRIC_KEYS
+    """A fixed-width table, one method per row: the ranking metrics, or whatever metrics a rating or
+    conversational evaluation's methods have."""
+    keys = METRIC_KEYS
+    if not any("hr@1" in metrics for metrics in methods.values()):
+        keys = list(dict.fromkeys(key for metrics in methods.values() for key in metrics))
     widths = [max(10, len(k)) + 2 for k in keys]
     header = f"{'method':<14}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths))
     rows = [header, "-" * len(header)]

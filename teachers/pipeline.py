@@ -11,11 +11,13 @@ import numpy as np
 from envs.data.splits import sample_in_order
 from envs.signals.signals import SIGNAL_NAMES
 from envs.tools import Toolbox
-from envs.types import RankingTask, Trajectory
+from envs.registry import env_class
+from envs.types import DialogueOutcome, DialogueTask, RankingTask, Task, Trajectory
 from rollout.actors import map_actors_chunked, spawn
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
+from teachers.crs_policies import RuleBasedCRSPolicy
 from teachers.fusion import borda_points, fit_weights, hr_avg, target_ranks
 
 
@@ -41,15 +43,29 @@ class TeacherConfig:
     """Ray actors playing episodes in parallel (0 plays in-process)."""
 
 
+def make_teacher(env_spec: EnvSpec, tools: Sequence[str], num_recommend: int,
+                 weights: Mapping[str, float] | None = None):
+    """The heuristic teacher of the env's kind of task: the CF expert ranks (MARS), the rule-based
+    conversational policy converses (MACRS's acts); ``tools``, ``num_recommend`` and the fusion
+    ``weights`` are the CF expert's."""
+    kind = env_class(env_spec.config.env_id).task_kind
+    if kind == DialogueTask.kind:
+        return RuleBasedCRSPolicy(env_spec.catalog)
+    if kind != RankingTask.kind:
+        raise ValueError(f"no teacher plays {env_spec.config.env_id} yet; teachers play SequentialRec-v0 and "
+                         "ConversationalRec-v0")
+    return CFExpertTeacher(env_spec.catalog, tools=tools, num_recommend=num_recommend, weights=weights)
+
+
 class TeacherWorker:
     """Plays teacher episodes in one process (a Ray actor in the pipeline)."""
 
     def __init__(self, env_spec: EnvSpec, tools: Sequence[str], num_recommend: int,
                  weights: Mapping[str, float] | None = None):
         self.env_spec = env_spec
-        self.teacher = CFExpertTeacher(env_spec.catalog, tools=tools, num_recommend=num_recommend, weights=weights)
+        self.teacher = make_teacher(env_spec, tools, num_recommend, weights)
 
-    def play(self, tasks: Sequence[RankingTask]) -> list[Trajectory]:
+    def play(self, tasks: Sequence[Task]) -> list[Trajectory]:
         """One teacher episode per task, in order (the episode loop the student uses, too)."""
         envs = [self.env_spec.make() for _ in tasks]
         requests = [EpisodeRequest(task, group_id=task.task_id) for task in tasks]
@@ -96,8 +112,16 @@ def fit_fusion(env_spec: EnvSpec, tasks: Sequence[RankingTask], tools: Sequence[
 
 
 def keep_hits(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> list[Trajectory]:
-    """Episodes with a valid format whose target ranked within ``keep_hit_at``."""
-    return [t for t in trajectories if t.format_valid and t.rank is not None and t.rank <= keep_hit_at]
+    """Episodes with a valid format whose target ranked within ``keep_hit_at`` (a conversation: that
+    the user accepted)."""
+    return [t for t in trajectories if t.format_valid and succeeded(t, keep_hit_at)]
+
+
+def succeeded(trajectory: Trajectory, rank_at: int) -> bool:
+    """A ranking that put the target within ``rank_at``, or a conversation the user accepted."""
+    if isinstance(trajectory.outcome, DialogueOutcome):
+        return trajectory.outcome.accepted
+    return trajectory.rank is not None and trajectory.rank <= rank_at
 
 
 def write_dataset(trajectories: Sequence[Trajectory], path: str | Path) -> None:
@@ -121,6 +145,7 @@ def teacher_stats(all_trajectories: Sequence[Trajectory], kept: Sequence[Traject
         "episodes": len(all_trajectories),
         "kept": len(kept),
         "hit@1_rate": sum(t.rank == 1 for t in all_trajectories) / total,
+        "success_rate": sum(succeeded(t, 1) for t in all_trajectories) / total,
         "format_rate": sum(t.format_valid for t in all_trajectories) / total,
     }
 

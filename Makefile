@@ -7,6 +7,9 @@ export RECRL_CACHE ?= $(CURDIR)/.cache
 export WANDB_MODE ?= offline
 export RAY_AUTH_MODE ?= disabled
 export TOKENIZERS_PARALLELISM ?= false
+# DeepSpeed's CPU communication op is built on first use: here, beside the converted models, not in
+# ~/.cache (a build killed midway leaves a lock there that every later build waits on).
+export TORCH_EXTENSIONS_DIR ?= $(RECRL_CACHE)/torch_extensions
 
 .PHONY: setup quickstart test bench clean
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -141,21 +142,39 @@ def student_weights(paths: RunPaths, config: RunConfig, method: str) -> tuple[Pa
     return adapter, folders if all(is_checkpoint(folder) for folder in folders.values()) else None
 
 
-def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
-    """RMSE, MAE and the valid-answer rate of the rating baselines and the students on the same held-out
-    rating tasks (an invalid answer scored as the training mean), into ``eval.json``."""
-    from envs.rating_baselines import RATING_BASELINES, BiasModel, rating_metrics
-
+def eval_setup(config: RunConfig, tasks_file: str | Path | None, known: Sequence[str]) -> tuple:
+    """What a rating or conversational evaluation starts from: the run's paths, catalog, held-out
+    tasks (all, or ``eval.num_tasks`` of them) and their env spec; checks the methods are ``known``."""
     if tasks_file is not None:
-        raise ValueError("eval --tasks reads ranking tasks; rating tasks come from the run's data")
-    known = (*RATING_BASELINES, *STUDENTS)
+        raise ValueError(f"eval --tasks reads ranking tasks; {config.env.env_id} tasks come from the run's data")
     unknown = [m for m in config.eval.methods if m not in known]
     if unknown:
         raise ValueError(f"unknown eval method(s) {unknown} for {config.env.env_id}; available: {list(known)}")
     paths = RunPaths(Path(config.run_dir))
     catalog, train_tasks, eval_tasks = stage_data(config)
     tasks = held_out_sample(config, eval_tasks)
-    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    return paths, catalog, tasks, env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
+
+
+def student_episodes(workers: list | None, paths: RunPaths, config: RunConfig, spec: EnvSpec, tasks: list,
+                     method: str, skipped: dict[str, str]) -> tuple[list | None, list | None]:
+    """The workers (started on first use) and a student's greedy episodes on ``tasks``; no
+    episodes, and the reason in ``skipped``, when it has no checkpoint."""
+    adapter, folders = student_weights(paths, config, method)
+    if folders is None:
+        skipped[method] = f"no checkpoint at {adapter}"
+        return workers, None
+    workers = load_student(workers, config, spec, adapter)
+    return workers, play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+
+
+def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+    """RMSE, MAE and the valid-answer rate of the rating baselines and the students on the same held-out
+    rating tasks (an invalid answer scored as the training mean), into ``eval.json``."""
+    from envs.rating_baselines import RATING_BASELINES, BiasModel, rating_metrics
+
+    paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*RATING_BASELINES, *STUDENTS))
     model = BiasModel.fit(training_interactions(catalog.interactions, tasks))
     targets = [task.target_rating for task in tasks]
     methods: dict[str, dict[str, float]] = {}
@@ -166,7 +185,6 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> d
                            "model": config.model.name, "env": asdict(config.env), "skipped": skipped,
                            "invalid_scored_as": model.mean},
               "methods": methods, "task_ids": [task.task_id for task in tasks], "predictions": predictions}
-    paths.root.mkdir(parents=True, exist_ok=True)
     workers = None
     try:
         for method in config.eval.methods:
@@ -174,12 +192,9 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> d
                 predictions[method] = [model.predict(method, task) for task in tasks]
                 methods[method] = rating_metrics(predictions[method], targets, fallback=model.mean)
                 continue
-            adapter, folders = student_weights(paths, config, method)
-            if folders is None:
-                skipped[method] = f"no checkpoint at {adapter}"
+            workers, trajectories = student_episodes(workers, paths, config, spec, tasks, method, skipped)
+            if trajectories is None:
                 continue
-            workers = load_student(workers, config, spec, adapter)
-            trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
             predictions[method] = [t.outcome.prediction if isinstance(t.outcome, RatingOutcome) else None
                                    for t in trajectories]
             methods[method] = {**rating_metrics(predictions[method], targets, fallback=model.mean),
@@ -204,16 +219,7 @@ def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) ->
     from rollout.episode import run_episodes
     from teachers.crs_policies import RandomCRSPolicy, RuleBasedCRSPolicy
 
-    if tasks_file is not None:
-        raise ValueError("eval --tasks reads ranking tasks; conversations come from the run's data")
-    known = (*CRS_POLICIES, *STUDENTS)
-    unknown = [m for m in config.eval.methods if m not in known]
-    if unknown:
-        raise ValueError(f"unknown eval method(s) {unknown} for {config.env.env_id}; available: {list(known)}")
-    paths = RunPaths(Path(config.run_dir))
-    catalog, train_tasks, eval_tasks = stage_data(config)
-    tasks = held_out_sample(config, eval_tasks)
-    spec = env_spec(config, catalog, tasks, train_tasks=train_tasks, evaluating=True)
+    paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*CRS_POLICIES, *STUDENTS))
     targets = [task.target_item_id for task in tasks]
     methods: dict[str, dict[str, float]] = {}
     ranks: dict[str, list[int | None]] = {}
@@ -222,7 +228,6 @@ def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) ->
                            "num_tasks": len(tasks), "seed": config.eval.seed, "decoding": "greedy",
                            "model": config.model.name, "env": asdict(config.env), "skipped": skipped},
               "methods": methods, "task_ids": [task.task_id for task in tasks], "ranks": ranks}
-    paths.root.mkdir(parents=True, exist_ok=True)
     policies = {"crs_rules": lambda: RuleBasedCRSPolicy(catalog), "crs_random": RandomCRSPolicy}
     workers = None
     try:
@@ -232,12 +237,9 @@ def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) ->
                             for i, task in enumerate(tasks)]
                 trajectories = run_episodes(policies[method](), [spec.make() for _ in tasks], requests, source=method)
             else:
-                adapter, folders = student_weights(paths, config, method)
-                if folders is None:
-                    skipped[method] = f"no checkpoint at {adapter}"
+                workers, trajectories = student_episodes(workers, paths, config, spec, tasks, method, skipped)
+                if trajectories is None:
                     continue
-                workers = load_student(workers, config, spec, adapter)
-                trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
             outcomes = [t.outcome if isinstance(t.outcome, DialogueOutcome) else DialogueOutcome() for t in trajectories]
             ranks[method] = [1 if outcome.accepted else None for outcome in outcomes]
             methods[method] = {**dialogue_metrics(outcomes, targets),

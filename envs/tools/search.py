@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,6 +20,23 @@ def item_text(item: Item) -> str:
     return " ".join([item.title, item.year, *item.genres]).strip()
 
 
+def import_bm25s():
+    """``bm25s`` on its numpy backend, imported without numba (here, not at ``import envs``, which stays
+    fast). bm25s imports numba whenever it is installed (vLLM installs it), and numba's llvmlite
+    objects, once in ``sys.modules``, break the kernel scan vLLM runs when an engine starts in the
+    same process (``AttributeError: '_lib_fn_wrapper' object has no attribute 'get'``)."""
+    if "bm25s" in sys.modules or "numba" in sys.modules:
+        import bm25s
+
+        return bm25s
+    sys.modules["numba"] = None  # bm25s then takes numba as missing
+    try:
+        import bm25s
+    finally:
+        del sys.modules["numba"]
+    return bm25s
+
+
 class ItemSearch:
     """A BM25 index of a catalog's items (English stopwords removed, no stemming).
 
@@ -27,8 +45,7 @@ class ItemSearch:
     """
 
     def __init__(self, catalog: Catalog):
-        import bm25s  # imported here so that `import envs` stays fast
-
+        bm25s = import_bm25s()
         self.item_ids = list(catalog.items)
         self._row = {item_id: row for row, item_id in enumerate(self.item_ids)}
         self._tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")

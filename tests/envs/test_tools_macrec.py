@@ -355,3 +355,17 @@ def test_catalog_without_ratings_or_years_still_answers():
     assert toolbox.call("lookup", {"item_id": "x", "field": "year"}).text == "item x year: unknown"
     assert toolbox.call("item_history", {"item_id": "x"}).text == "item x has no ratings"
     assert toolbox.call("summarize", {"user_id": "u"}).text == "user u, 1 items in 1 parts: e.g. Only Title"
+
+
+def test_the_search_index_leaves_numba_out_of_the_process():
+    """bm25s imports numba when it is installed; numba's llvmlite objects then break the kernel scan a
+    vLLM engine runs when it starts in the same process. The index must not bring them in."""
+    import subprocess
+    import sys
+
+    script = ("import sys; from envs.data import synthetic_catalog; from envs.tools.search import item_search; "
+              "item_search(synthetic_catalog()).search('item', 3); "
+              "print(sorted(m for m in ('numba', 'llvmlite.binding.ffi') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"

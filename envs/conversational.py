@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from envs.config import DEFAULTS
+from envs.parsing import distinct_ids
 from envs.simulators import DIALOGUE_ACTS, AgentMove, Dialogue, RuleBasedSimulator, UserSimulator
 from envs.tools import InteractionGraph
 from envs.turns import capped, episode_task, read_action, text_spaces, whitespace_tokens
@@ -238,17 +239,9 @@ class ConversationalRecEnv(gym.Env):
         return AgentMove(act, parsed.utterance or "", tuple(item_ids))
 
     def _current_ids(self, item_ids: list[str], errors: list[str]) -> list[str]:
-        current = set(self._dialogue.candidate_item_ids)
-        kept: list[str] = []
-        for item_id in item_ids:
-            if item_id not in current:
-                errors.append(f"id '{item_id[:_SHOWN_ID_CHARS]}' is not in the current candidate set")
-            elif item_id in kept:
-                errors.append(f"id '{item_id}' is listed twice")
-            else:
-                kept.append(item_id)
-        if not item_ids:
-            errors.append("empty <recommend>")
+        kept, wrong = distinct_ids(item_ids, self._dialogue.candidate_item_ids,
+                                   outside="id '{}' is not in the current candidate set", twice="id '{}' is listed twice")
+        errors.extend(wrong)
         return kept
 
     def _task_prompt(self, task: DialogueTask) -> str:

@@ -20,7 +20,7 @@ import bisect
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from envs.types import ParsedAction, ToolCall
 
@@ -28,6 +28,7 @@ TAGS = ("plan", "tool_call", "reflection", "recommend", "answer", "act", "say")
 _TAG = re.compile(r"<(/?)(" + "|".join(TAGS) + r")>")
 _SINGLE = {"recommend": "recommend", "answer": "answer", "act": "act", "say": "utterance"}
 """Tags an action holds at most once, and the ParsedAction field each fills."""
+_SHOWN_ID_CHARS = 40
 _ID_SEPARATOR = re.compile(r"[,\s]+")
 
 
@@ -81,6 +82,31 @@ def parse_rating(answer: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def distinct_ids(item_ids: Sequence[str], allowed: Iterable[str], *,
+                 outside: str = "recommended id '{}' is not a candidate",
+                 twice: str = "recommended id '{}' is listed twice") -> tuple[list[str], list[str]]:
+    """The listed ids that are ``allowed``, each once and in order, and an error for every id
+    dropped (``outside`` or ``twice``, formatted with the id cut to 40 characters) or for an empty
+    list.
+
+    >>> distinct_ids(["b", "x", "b"], ["a", "b"])
+    (['b'], ["recommended id 'x' is not a candidate", "recommended id 'b' is listed twice"])
+    """
+    allowed_set = set(allowed)
+    kept: dict[str, None] = {}
+    errors = []
+    for item_id in item_ids:
+        if item_id not in allowed_set:
+            errors.append(outside.format(item_id[:_SHOWN_ID_CHARS]))
+        elif item_id in kept:
+            errors.append(twice.format(item_id[:_SHOWN_ID_CHARS]))
+        else:
+            kept[item_id] = None
+    if not item_ids:
+        errors.append("empty <recommend>")
+    return list(kept), errors
+
+
 def read_ranking(item_ids: Sequence[str], candidates: Sequence[str]) -> tuple[list[str], list[str]]:
     """The full candidate ranking a ``<recommend>`` list gives, and what is wrong with the list:
     listed candidates first (non-candidates and repeats are dropped, each an error), the unlisted
@@ -90,19 +116,9 @@ def read_ranking(item_ids: Sequence[str], candidates: Sequence[str]) -> tuple[li
     >>> read_ranking(["b", "x", "b"], ["a", "b", "c"])
     (['b', 'a', 'c'], ["recommended id 'x' is not a candidate", "recommended id 'b' is listed twice"])
     """
-    candidate_set = set(candidates)
-    listed: dict[str, None] = {}
-    errors = []
-    for item_id in item_ids:
-        if item_id not in candidate_set:
-            errors.append(f"recommended id '{item_id}' is not a candidate")
-        elif item_id in listed:
-            errors.append(f"recommended id '{item_id}' is listed twice")
-        else:
-            listed[item_id] = None
-    if not item_ids:
-        errors.append("empty <recommend>")
-    ranking = [*listed, *(i for i in candidates if i not in listed)] if listed else []
+    listed, errors = distinct_ids(item_ids, candidates)
+    chosen = set(listed)
+    ranking = [*listed, *(i for i in candidates if i not in chosen)] if listed else []
     return ranking, errors
 
 

@@ -157,6 +157,10 @@ class RankingOutcome:
         return RankingOutcome(ranking=tuple(row["ranking"]), rank=row["rank"])
 
 
+RATING_HIT_ERROR = 0.5
+"""A predicted rating this close to the truth counts as a hit (it rounds to the right star)."""
+
+
 @dataclass(frozen=True)
 class RatingOutcome:
     """How a rating episode ended: the agent's predicted rating (None without a usable answer) and the truth."""
@@ -330,6 +334,21 @@ class Trajectory:
     def rank(self) -> int | None:
         """The target's rank for ranking episodes (None otherwise, or without a usable ranking)."""
         return self.outcome.rank if isinstance(self.outcome, RankingOutcome) else None
+
+    @property
+    def success_rank(self) -> int | None:
+        """The rank success is counted by, for every kind of task: a ranking's target rank; 1 for a
+        conversation the user accepted, or a rating within ``RATING_HIT_ERROR`` of the truth; else None.
+
+        >>> Trajectory(task_id="t", env_id="e", source="s", outcome=RatingOutcome(4.4, 4.0)).success_rank
+        1
+        """
+        if isinstance(self.outcome, DialogueOutcome):
+            return 1 if self.outcome.accepted else None
+        if isinstance(self.outcome, RatingOutcome):
+            hit = self.outcome.prediction is not None and abs(self.outcome.prediction - self.outcome.target) <= RATING_HIT_ERROR
+            return 1 if hit else None
+        return self.rank
 
     def to_row(self) -> dict[str, Any]:
         """A flat row for a HF dataset (turns, outcome and rewards as JSON strings); lossless."""

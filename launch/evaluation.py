@@ -3,10 +3,11 @@ same held-out tasks, into ``eval.json``."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,12 +15,12 @@ from envs.baselines import BASELINES
 from envs.data import tasks_from_file
 from envs.data.splits import sample_in_order
 from envs.data import training_interactions
-from envs.types import DialogueOutcome, DialogueTask, RankingTask, RatingOutcome, RatingTask
+from envs.types import DialogueOutcome, DialogueTask, RankingTask, RatingOutcome, RatingTask, Trajectory
 from launch.config import RunConfig
 from launch.stages import RunPaths, env_spec, rollout_workers, stage_data, task_kind, teacher_weights
 from rollout.actors import broadcast, map_actors_chunked, release
 from rollout.engines.base import SamplingParams, derive_seed
-from rollout.episode import EpisodeRequest
+from rollout.episode import EpisodeRequest, run_episodes
 from rollout.policy import checkpoint_fingerprint, is_checkpoint, role_checkpoints
 from rollout.worker import EnvSpec, RolloutWorker
 
@@ -170,41 +171,24 @@ def student_episodes(workers: list | None, paths: RunPaths, config: RunConfig, s
 
 
 def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
-    """RMSE, MAE and the valid-answer rate of the rating baselines and the students on the same held-out
-    rating tasks (an invalid answer scored as the training mean), into ``eval.json``."""
+    """RMSE, MAE and the valid-answer rate of the rating baselines, the teacher and the students on
+    the same held-out rating tasks (an invalid answer scored as the training mean), into ``eval.json``."""
     from envs.rating_baselines import RATING_BASELINES, BiasModel, rating_metrics
+    from teachers.pipeline import make_teacher
+    from teachers.rating_teacher import BiasRater
 
-    paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*RATING_BASELINES, *STUDENTS))
+    paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*RATING_BASELINES, "teacher", *STUDENTS))
     model = BiasModel.fit(training_interactions(catalog.interactions, tasks))
     targets = [task.target_rating for task in tasks]
-    methods: dict[str, dict[str, float]] = {}
-    predictions: dict[str, list[float | None]] = {}
-    skipped: dict[str, str] = {}
-    report = {"protocol": {"dataset": catalog.name, "task": "rating", "split": "leave-last-out",
-                           "num_tasks": len(tasks), "seed": config.eval.seed, "decoding": "greedy",
-                           "model": config.model.name, "env": asdict(config.env), "skipped": skipped,
-                           "invalid_scored_as": model.mean},
-              "methods": methods, "task_ids": [task.task_id for task in tasks], "predictions": predictions}
-    workers = None
-    try:
-        for method in config.eval.methods:
-            if method in RATING_BASELINES:
-                predictions[method] = [model.predict(method, task) for task in tasks]
-                methods[method] = rating_metrics(predictions[method], targets, fallback=model.mean)
-                continue
-            workers, trajectories = student_episodes(workers, paths, config, spec, tasks, method, skipped)
-            if trajectories is None:
-                continue
-            predictions[method] = [t.outcome.prediction if isinstance(t.outcome, RatingOutcome) else None
-                                   for t in trajectories]
-            methods[method] = {**rating_metrics(predictions[method], targets, fallback=model.mean),
-                               "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
-            paths.eval_json.write_text(json.dumps(report, indent=2))
-    finally:
-        release(workers or [])
-    paths.eval_json.write_text(json.dumps(report, indent=2))
-    report["path"] = str(paths.eval_json)
-    return report
+
+    def score(trajectories: list[Trajectory]) -> tuple[dict[str, float], list[float | None]]:
+        predictions = [t.outcome.prediction if isinstance(t.outcome, RatingOutcome) else None for t in trajectories]
+        return rating_metrics(predictions, targets, fallback=model.mean), predictions
+
+    agents = {name: functools.partial(BiasRater, model, method=name, decimals=None) for name in RATING_BASELINES}
+    agents["teacher"] = lambda: make_teacher(spec, config.teacher.tools, config.teacher.num_recommend)
+    return agents_eval(config, paths, tasks, spec, agents, score, per_task="predictions",
+                       protocol={"dataset": catalog.name, "task": "rating", "invalid_scored_as": model.mean})
 
 
 CRS_POLICIES = ("crs_rules", "crs_random")
@@ -216,34 +200,46 @@ def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) ->
     on the same held-out conversations with the simulated user, into ``eval.json``; ``ranks`` holds
     1 for an accepted conversation (None otherwise), so ``recrl compare`` pairs success rates as hr@1."""
     from envs.conversational import dialogue_metrics
-    from rollout.episode import run_episodes
     from teachers.crs_policies import RandomCRSPolicy, RuleBasedCRSPolicy
 
     paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*CRS_POLICIES, *STUDENTS))
     targets = [task.target_item_id for task in tasks]
+
+    def score(trajectories: list[Trajectory]) -> tuple[dict[str, float], list[int | None]]:
+        outcomes = [t.outcome if isinstance(t.outcome, DialogueOutcome) else DialogueOutcome() for t in trajectories]
+        return dialogue_metrics(outcomes, targets), [1 if outcome.accepted else None for outcome in outcomes]
+
+    agents = {"crs_rules": lambda: RuleBasedCRSPolicy(catalog), "crs_random": RandomCRSPolicy}
+    return agents_eval(config, paths, tasks, spec, agents, score, per_task="ranks",
+                       protocol={"dataset": catalog.name, "task": "dialogue"})
+
+
+def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, agents: Mapping[str, Callable],
+                score: Callable[[list[Trajectory]], tuple[dict, list]], *, per_task: str, protocol: dict) -> dict:
+    """Plays every configured method on ``tasks`` (``agents`` builds the model-free ones; the
+    students play greedily on rollout workers), scores each method's episodes with ``score`` (its
+    metrics, and one value per task kept under ``per_task``) and its format rate, and writes
+    ``eval.json`` after every method."""
     methods: dict[str, dict[str, float]] = {}
-    ranks: dict[str, list[int | None]] = {}
+    values: dict[str, list] = {}
     skipped: dict[str, str] = {}
-    report = {"protocol": {"dataset": catalog.name, "task": "dialogue", "split": "leave-last-out",
-                           "num_tasks": len(tasks), "seed": config.eval.seed, "decoding": "greedy",
-                           "model": config.model.name, "env": asdict(config.env), "skipped": skipped},
-              "methods": methods, "task_ids": [task.task_id for task in tasks], "ranks": ranks}
-    policies = {"crs_rules": lambda: RuleBasedCRSPolicy(catalog), "crs_random": RandomCRSPolicy}
+    report = {"protocol": {**protocol, "split": "leave-last-out", "num_tasks": len(tasks), "seed": config.eval.seed,
+                           "decoding": "greedy", "model": config.model.name, "env": asdict(config.env),
+                           "skipped": skipped},
+              "methods": methods, "task_ids": [task.task_id for task in tasks], per_task: values}
     workers = None
     try:
         for method in config.eval.methods:
-            if method in policies:
+            if method in agents:
                 requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.eval.seed, "eval", i))
                             for i, task in enumerate(tasks)]
-                trajectories = run_episodes(policies[method](), [spec.make() for _ in tasks], requests, source=method)
+                trajectories = run_episodes(agents[method](), [spec.make() for _ in tasks], requests, source=method)
             else:
                 workers, trajectories = student_episodes(workers, paths, config, spec, tasks, method, skipped)
                 if trajectories is None:
                     continue
-            outcomes = [t.outcome if isinstance(t.outcome, DialogueOutcome) else DialogueOutcome() for t in trajectories]
-            ranks[method] = [1 if outcome.accepted else None for outcome in outcomes]
-            methods[method] = {**dialogue_metrics(outcomes, targets),
-                               "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
+            metrics, values[method] = score(trajectories)
+            methods[method] = {**metrics, "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
             paths.eval_json.write_text(json.dumps(report, indent=2))
     finally:
         release(workers or [])

@@ -390,7 +390,7 @@ def stage_curate(config: RunConfig) -> dict:
     """
     import datasets
 
-    from rl.curriculum import curate, sample_rank
+    from rl.curriculum import curate
 
     paths = RunPaths(Path(config.run_dir))
     if not is_checkpoint(paths.sft_adapter):
@@ -420,7 +420,7 @@ def stage_curate(config: RunConfig) -> dict:
                     played = map_actors(workers, RolloutWorker.rollout, requests, params=params, source="student_sft")
                     new = {task.task_id: [] for task in part}
                     for trajectory in played:
-                        new[trajectory.task_id].append(sample_rank(trajectory))
+                        new[trajectory.task_id].append(trajectory.success_rank)
                     with paths.curriculum_samples.open("a") as handle:  # a rerun starts after the last chunk
                         handle.writelines(json.dumps({"key": key, "task_id": task_id, "ranks": task_ranks}) + "\n"
                                           for task_id, task_ranks in new.items())

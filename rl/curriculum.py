@@ -12,7 +12,6 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from envs.types import DialogueOutcome, Trajectory
 
 BINS = ("easy", "medium", "hard")
 
@@ -41,18 +40,6 @@ class CurriculumConfig:
             raise ValueError(f"curriculum.samples must be >= 2 to tell tasks apart, got {self.samples}")
         if len(self.mix) != len(BINS) or min(self.mix) < 0 or not sum(self.mix):
             raise ValueError(f"curriculum.mix must be 3 non-negative weights (easy, medium, hard), got {self.mix}")
-
-
-def sample_rank(trajectory: Trajectory) -> int | None:
-    """The target's rank in a sampled episode, what curation counts successes by: a conversation the
-    user accepted ranks 1, one they did not has no rank.
-
-    >>> sample_rank(Trajectory(task_id="t", env_id="e", source="s", outcome=DialogueOutcome(accepted=True)))
-    1
-    """
-    if isinstance(trajectory.outcome, DialogueOutcome):
-        return 1 if trajectory.outcome.accepted else None
-    return trajectory.rank
 
 
 def difficulty(successes: int, samples: int) -> str | None:

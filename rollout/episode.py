@@ -75,6 +75,26 @@ class Agent(Protocol):
         ...
 
 
+class TextAgent:
+    """An Agent without a model: it writes each episode's turn as text (``turn``), so its episodes
+    carry no tokens. Rule-based teachers and baselines subclass it."""
+
+    role = "text"
+
+    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return []
+
+    def encode_observation(self, text: str) -> list[int]:
+        return []
+
+    def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
+        return [AgentTurn(text=self.turn(episode)) for episode in episodes]
+
+    def turn(self, episode: Episode) -> str:
+        """The text of the episode's next turn."""
+        raise NotImplementedError
+
+
 def run_episodes(agent: Agent, envs: Sequence[Any], requests: Sequence[EpisodeRequest], *,
                  source: str) -> list[Trajectory]:
     """Plays one episode per (env, request) pair and returns one Trajectory each, in order.

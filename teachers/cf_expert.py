@@ -18,11 +18,11 @@ import numpy as np
 from envs.parsing import render_tool_call
 from envs.signals.signals import SIGNAL_NAMES
 from envs.types import Catalog, RankingTask, ToolCall
-from rollout.episode import AgentTurn, Episode
+from rollout.episode import Episode, TextAgent
 from teachers.fusion import borda_points, fused_order
 
 
-class CFExpertTeacher:
+class CFExpertTeacher(TextAgent):
     """An Agent (``rollout.episode.Agent``) that plays SequentialRec episodes by rules.
 
     It reads what its tool calls returned from the env's ``info["tool_results"]`` (values, not
@@ -54,16 +54,7 @@ class CFExpertTeacher:
         self.plan = [analysis_tools, self.ranking_tools] if analysis_tools else [self.ranking_tools]
         self.num_recommend = num_recommend
 
-    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return []
-
-    def encode_observation(self, text: str) -> list[int]:
-        return []
-
-    def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
-        return [AgentTurn(text=self._turn(episode)) for episode in episodes]
-
-    def _turn(self, episode: Episode) -> str:
+    def turn(self, episode: Episode) -> str:
         task = episode.task
         if not isinstance(task, RankingTask):
             raise ValueError(f"the teacher plays ranking tasks, not {type(task).__name__}")

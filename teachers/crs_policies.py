@@ -17,13 +17,13 @@ import numpy as np
 from envs.simulators import DIALOGUE_ACTS
 from envs.simulators.facts import Fact, genre_vocabulary, holds_for, read_facts
 from envs.types import Catalog, DialogueTask
-from rollout.episode import AgentTurn, Episode
+from rollout.episode import Episode, TextAgent
 
 ASKS = {"ask_preference": "What are you in the mood for?",
         "ask_constraint": "Any limits, like when it came out?"}
 
 
-class RuleBasedCRSPolicy:
+class RuleBasedCRSPolicy(TextAgent):
     """Asks, filters the candidates by the user's answers, narrows, then recommends.
 
     Each turn it reads every user reply so far (``envs.simulators.facts.read_facts``) and keeps the
@@ -45,15 +45,6 @@ class RuleBasedCRSPolicy:
         self.genres = genre_vocabulary(catalog)
         self.reserve_turns = reserve_turns
         self.max_unproductive = max_unproductive
-
-    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return []
-
-    def encode_observation(self, text: str) -> list[int]:
-        return []
-
-    def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
-        return [AgentTurn(text=self.turn(episode)) for episode in episodes]
 
     def turn(self, episode: Episode) -> str:
         task = episode.task
@@ -116,7 +107,7 @@ class RuleBasedCRSPolicy:
         return facts, unproductive, asked, narrowed
 
 
-class RandomCRSPolicy:
+class RandomCRSPolicy(TextAgent):
     """Plays a uniformly random act of ``acts`` each turn: ``recommend`` a random current candidate,
     ``narrow`` to a random half of them; seeded by the episode's per-turn seed."""
 
@@ -127,15 +118,6 @@ class RandomCRSPolicy:
         if unknown or not acts:
             raise ValueError(f"acts must be a non-empty subset of {DIALOGUE_ACTS}, got {list(acts)}")
         self.acts = list(acts)
-
-    def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        return []
-
-    def encode_observation(self, text: str) -> list[int]:
-        return []
-
-    def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
-        return [AgentTurn(text=self.turn(episode)) for episode in episodes]
 
     def turn(self, episode: Episode) -> str:
         rng = np.random.default_rng(episode.seed)

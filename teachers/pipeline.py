@@ -9,15 +9,17 @@ from pathlib import Path
 import numpy as np
 
 from envs.data.splits import sample_in_order
+from envs.rating_baselines import BiasModel
 from envs.signals.signals import SIGNAL_NAMES
 from envs.tools import Toolbox
 from envs.registry import env_class
-from envs.types import DialogueOutcome, DialogueTask, RankingTask, Task, Trajectory
+from envs.types import DialogueTask, RankingTask, RatingTask, Task, Trajectory
 from rollout.actors import map_actors_chunked, spawn
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
 from teachers.crs_policies import RuleBasedCRSPolicy
+from teachers.rating_teacher import RATING_TEACHER_TOOLS, BiasRater
 from teachers.fusion import borda_points, fit_weights, hr_avg, target_ranks
 
 
@@ -46,14 +48,18 @@ class TeacherConfig:
 def make_teacher(env_spec: EnvSpec, tools: Sequence[str], num_recommend: int,
                  weights: Mapping[str, float] | None = None):
     """The heuristic teacher of the env's kind of task: the CF expert ranks (MARS), the rule-based
-    conversational policy converses (MACRS's acts); ``tools``, ``num_recommend`` and the fusion
+    conversational policy converses (MACRS's acts), the bias rater rates (after reading the item's
+    ratings when ``tools`` and the env offer ``item_history``); ``num_recommend`` and the fusion
     ``weights`` are the CF expert's."""
     kind = env_class(env_spec.config.env_id).task_kind
     if kind == DialogueTask.kind:
         return RuleBasedCRSPolicy(env_spec.catalog)
+    if kind == RatingTask.kind:
+        offered = [t for t in tools if t in RATING_TEACHER_TOOLS and t in env_spec.config.tools]
+        return BiasRater(BiasModel.fit(env_spec.graph.interactions()), tools=offered)
     if kind != RankingTask.kind:
-        raise ValueError(f"no teacher plays {env_spec.config.env_id} yet; teachers play SequentialRec-v0 and "
-                         "ConversationalRec-v0")
+        raise ValueError(f"no teacher plays {env_spec.config.env_id} yet; teachers play SequentialRec-v0, "
+                         "RatingPrediction-v0 and ConversationalRec-v0")
     return CFExpertTeacher(env_spec.catalog, tools=tools, num_recommend=num_recommend, weights=weights)
 
 
@@ -118,10 +124,9 @@ def keep_hits(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> list[T
 
 
 def succeeded(trajectory: Trajectory, rank_at: int) -> bool:
-    """A ranking that put the target within ``rank_at``, or a conversation the user accepted."""
-    if isinstance(trajectory.outcome, DialogueOutcome):
-        return trajectory.outcome.accepted
-    return trajectory.rank is not None and trajectory.rank <= rank_at
+    """A ranking that put the target within ``rank_at``, a conversation the user accepted, or a
+    rating that hit (``Trajectory.success_rank``)."""
+    return trajectory.success_rank is not None and trajectory.success_rank <= rank_at
 
 
 def write_dataset(trajectories: Sequence[Trajectory], path: str | Path) -> None:

@@ -123,6 +123,11 @@ class InteractionGraph:
         without ratings, or for an unknown item)."""
         return list(self._item_ratings.get(item_id, []))
 
+    def interactions(self) -> list[Interaction]:
+        """The ratings the graph holds, as interactions, item by item (empty when it was built without ratings)."""
+        return [Interaction(rating.user_id, item_id, rating.rating, rating.timestamp)
+                for item_id, ratings in self._item_ratings.items() for rating in ratings]
+
     def popularity(self, item_id: str) -> int:
         """Number of users who interacted with the item (0 if unknown)."""
         index = self._item_index.get(item_id)

@@ -118,8 +118,8 @@ def test_recrl_eval_scores_the_rating_baselines_and_a_student_by_rmse_and_mae(tm
     # A random-init model writes no usable rating: every answer is scored as the training mean.
     base = report["methods"]["student_base"]
     assert base["valid_rate"] == 0.0 and base["rmse"] == report["methods"]["global_mean"]["rmse"]
-    assert main(["eval", *overrides[:-1], "eval.methods=[teacher]"]) == 1
-    assert "unknown eval method(s) ['teacher'] for RatingPrediction-v0" in capsys.readouterr().err
+    assert main(["eval", *overrides[:-1], "eval.methods=[userknn]"]) == 1
+    assert "unknown eval method(s) ['userknn'] for RatingPrediction-v0" in capsys.readouterr().err
 
 
 def test_an_episode_cut_before_its_answer_ends_with_an_unanswered_outcome(rating_setup):

@@ -11,8 +11,8 @@ from envs.parsing import RATING_TAGS, parse_rating
 from envs.prompts import system_prompt
 from envs.signals.signals import Signal
 from envs.tools import InteractionGraph, Toolbox, ToolResult
-from envs.turns import (answer_tool_calls, capped, chosen_tools, episode_task, read_action, text_spaces,
-                        whitespace_tokens)
+from envs.turns import (answer_tool_calls, budget_spent, capped, chosen_tools, episode_task, read_action,
+                        text_spaces, whitespace_tokens)
 from envs.types import Catalog, RatingOutcome, RatingTask
 
 INSTRUCTIONS = (
@@ -134,12 +134,9 @@ class RatingPredictionEnv(gym.Env):
                 finish_hint="finish with <answer>rating</answer>")
             errors.extend(failed)
             self._tokens += self.count_tokens(observation)
-            if self._turns >= self.max_turns:
-                errors.append("turn budget exhausted")
-                truncated = True
-            elif self._tokens >= self.max_episode_tokens:
-                errors.append("token budget exhausted")
-                truncated = True
+            spent = budget_spent(self._turns, self.max_turns, self._tokens, self.max_episode_tokens)
+            errors.extend([spent] if spent else [])
+            truncated = spent is not None
             if truncated:  # no answer: the rating rewards score it as an invalid one
                 outcome = RatingOutcome(prediction=None, target=self._task.target_rating)
         self._format_clean = self._format_clean and not errors

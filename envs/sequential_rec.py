@@ -11,8 +11,8 @@ from envs.parsing import RANKING_TAGS, read_ranking
 from envs.prompts import system_prompt, task_prompt
 from envs.signals.signals import Signal, graph_signals
 from envs.tools import InteractionGraph, Toolbox, ToolResult
-from envs.turns import (answer_tool_calls, capped, chosen_tools, episode_task, read_action, text_spaces,
-                        whitespace_tokens)
+from envs.turns import (answer_tool_calls, budget_spent, capped, chosen_tools, episode_task, read_action,
+                        text_spaces, whitespace_tokens)
 from envs.types import Catalog, RankingOutcome, RankingTask, ToolCall
 
 class SequentialRecEnv(gym.Env):
@@ -98,12 +98,9 @@ class SequentialRecEnv(gym.Env):
                 finish_hint="finish with <recommend>id, ...</recommend>")
             errors.extend(failed)
             self._tokens += self.count_tokens(observation)
-            if self._turns >= self.max_turns:
-                errors.append("turn budget exhausted")
-                truncated = True
-            elif self._tokens >= self.max_episode_tokens:
-                errors.append("token budget exhausted")
-                truncated = True
+            spent = budget_spent(self._turns, self.max_turns, self._tokens, self.max_episode_tokens)
+            errors.extend([spent] if spent else [])
+            truncated = spent is not None
         self._format_clean = self._format_clean and not errors
         self._done = terminated or truncated
         info = {

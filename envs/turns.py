@@ -121,3 +121,15 @@ def capped(errors: list[str]) -> list[str]:
     if len(errors) <= MAX_ERRORS:
         return errors
     return errors[: MAX_ERRORS - 1] + [f"... and {len(errors) - MAX_ERRORS + 1} more errors"]
+
+
+def budget_spent(turns: int, max_turns: int, tokens: int, max_tokens: int) -> str | None:
+    """Why an episode without a final answer ends now (its turn budget, then its token budget is
+    spent), or None while both last.
+
+    >>> budget_spent(3, 3, 10, 100), budget_spent(1, 3, 100, 100), budget_spent(1, 3, 10, 100)
+    ('turn budget exhausted', 'token budget exhausted', None)
+    """
+    if turns >= max_turns:
+        return "turn budget exhausted"
+    return "token budget exhausted" if tokens >= max_tokens else None

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
     compare.add_argument("--metric", action="append", dest="metrics", metavar="METRIC",
                          help="a metric to compare, e.g. hr@1; repeat for several (default: all)")
+    compare.add_argument("--markdown", action="store_true",
+                         help="also write compare.md: every method's metrics and the pairs, as Markdown tables")
     critic_help = "the learned critic reward: score episodes into records, then fit the regressor on them"
     critic = sub.add_parser("critic", help=critic_help, description=critic_help,
                             epilog="example: recrl critic label runs/quickstart/teacher/dataset --out records.jsonl"
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":  # reads eval.json only: no config, no run
         try:
             return compare(args.eval_json, args.pairs, num_resamples=args.resamples, seed=args.seed,
-                           metrics=args.metrics)
+                           metrics=args.metrics, markdown=args.markdown)
         except (FileNotFoundError, ValueError) as error:
             print(f"recrl compare: error: {error}", file=sys.stderr)
             return 1
@@ -179,12 +181,13 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
 
 
 def compare(eval_json: str, pairs: list[str], *, num_resamples: int, seed: int,
-            metrics: list[str] | None = None) -> int:
+            metrics: list[str] | None = None, markdown: bool = False) -> int:
     """Prints paired bootstrap comparisons of method pairs and writes them next to eval.json.
 
-    ``eval.json`` gives ``compare.json``; ``eval.<tasks>.json`` gives ``compare.<tasks>.json``.
+    ``eval.json`` gives ``compare.json`` (and ``compare.md`` with ``markdown``); ``eval.<tasks>.json``
+    gives ``compare.<tasks>.json``.
     """
-    from rl.compare import METRICS, compare_report, format_comparison, parse_pair
+    from rl.compare import METRICS, compare_report, format_comparison, markdown_report, parse_pair
 
     method_pairs = [parse_pair(pair) for pair in pairs]
     path = Path(eval_json)
@@ -205,6 +208,9 @@ def compare(eval_json: str, pairs: list[str], *, num_resamples: int, seed: int,
     out_path.write_text(json.dumps(result, indent=2))
     print(format_comparison(result))
     print(f"[compare] wrote {out_path}")
+    if markdown:
+        out_path.with_suffix(".md").write_text(markdown_report(report, result) + "\n")
+        print(f"[compare] wrote {out_path.with_suffix('.md')}")
     return 0
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "PAIR_SEPARATOR",
     "compare_report",
     "format_comparison",
+    "markdown_report",
     "paired_bootstrap",
     "parse_pair",
     "per_task_metrics",
@@ -261,4 +262,51 @@ def format_comparison(result: dict) -> str:
                         f"{result['num_tasks']} tasks")
     rows.append(f"* the {level} interval of the difference excludes 0 (paired bootstrap: "
                 f"{result['num_resamples']} resamples of {result['num_tasks']} tasks)")
+    return "\n".join(rows)
+
+
+TABLE_COLUMNS = (("hr@1", "HR@1"), ("hr@3", "HR@3"), ("hr@5", "HR@5"), ("hr_avg", "hr_avg ± 95%"),
+                 ("ndcg@5", "NDCG@5"), ("mrr", "MRR"), ("format_rate", "format"))
+"""The columns of ``markdown_report``'s method table: eval.json keys and their headings."""
+
+
+def markdown_report(report: dict, result: dict) -> str:
+    """Markdown tables for a README: every method of ``eval.json`` (``hr_avg`` with its normal 95%
+    half-width) and ``compare_report``'s paired intervals.
+
+    >>> report = {"task_ids": ["u1", "u2"], "methods": {"x": {"hr@1": 1.0, "hr_avg": 1.0, "hr_avg_ci95": 0.0}}}
+    >>> result = {"num_tasks": 2, "num_resamples": 10, "confidence": 0.95, "comparisons": [
+    ...     {"a": "x", "b": "y", "metrics": {"hr_avg": {"a": 1.0, "b": 0.5, "diff": 0.5, "low": 0.1, "high": 0.9}}}]}
+    >>> print(markdown_report(report, result))
+    | method (2 tasks) | HR@1 | HR@3 | HR@5 | hr_avg ± 95% | NDCG@5 | MRR | format |
+    |---|---|---|---|---|---|---|---|
+    | x | 1.000 | – | – | 1.000 ± 0.000 | – | – | – |
+    <BLANKLINE>
+    | A − B | metric | A | B | A − B | 95% CI (paired bootstrap, 10 resamples) |
+    |---|---|---|---|---|---|
+    | x − y | hr_avg | 1.000 | 0.500 | +0.500 | [+0.100, +0.900] * |
+    <BLANKLINE>
+    \\* the interval excludes 0
+    """
+
+    def cell(metrics: dict, key: str) -> str:
+        if key not in metrics:
+            return "–"
+        if key == "hr_avg" and "hr_avg_ci95" in metrics:
+            return f"{metrics[key]:.3f} ± {metrics['hr_avg_ci95']:.3f}"
+        return f"{metrics[key]:.3f}"
+
+    rows = [f"| method ({len(report['task_ids'])} tasks) | " + " | ".join(h for _, h in TABLE_COLUMNS) + " |",
+            "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+    rows += [f"| {name} | " + " | ".join(cell(metrics, key) for key, _ in TABLE_COLUMNS) + " |"
+             for name, metrics in report["methods"].items()]
+    level = f"{result['confidence'] * 100:g}%"
+    rows += ["", f"| A − B | metric | A | B | A − B | {level} CI (paired bootstrap, {result['num_resamples']} "
+                 "resamples) |", "|---" * 6 + "|"]
+    for comparison in result["comparisons"]:
+        for metric, stats in comparison["metrics"].items():
+            mark = " *" if stats["low"] > 0 or stats["high"] < 0 else ""
+            rows.append(f"| {comparison['a']} − {comparison['b']} | {metric} | {stats['a']:.3f} | {stats['b']:.3f} | "
+                        f"{stats['diff']:+.3f} | [{stats['low']:+.3f}, {stats['high']:+.3f}]{mark} |")
+    rows += ["", "\\* the interval excludes 0"]
     return "\n".join(rows)

@@ -85,3 +85,17 @@ def test_compare_needs_a_report_with_per_task_ranks(tmp_path, capsys):
     (tmp_path / "eval.json").write_text("{not json")
     assert main(["compare", str(tmp_path), "good-bad"]) == 1
     assert "is not valid JSON" in capsys.readouterr().err
+
+
+def test_markdown_writes_the_method_table_and_the_pairs(tmp_path, capsys):
+    methods = {"good": {"hr@1": 0.9, "hr@3": 0.9, "hr@5": 0.9, "hr_avg": 0.9, "hr_avg_ci95": 0.076, "ndcg@5": 0.9,
+                        "mrr": 0.9, "format_rate": 1.0}, "bad": {"hr@1": 0.0, "hr_avg": 0.222}}
+    write_report(tmp_path, methods=methods)
+    assert main(["compare", str(tmp_path), "good-bad", "--resamples", "500", "--metric", "hr_avg", "--markdown"]) == 0
+    assert f"[compare] wrote {tmp_path / 'compare.md'}" in capsys.readouterr().out
+    lines = (tmp_path / "compare.md").read_text().splitlines()
+    assert lines[0].startswith("| method (60 tasks) | HR@1 |")
+    assert lines[2] == "| good | 0.900 | 0.900 | 0.900 | 0.900 ± 0.076 | 0.900 | 0.900 | 1.000 |"
+    assert lines[3] == "| bad | 0.000 | – | – | 0.222 | – | – | – |"  # what it lacks shows as a dash
+    pair = next(line for line in lines if line.startswith("| good − bad |"))
+    assert pair.split(" | ")[1:5] == ["hr_avg", "0.900", "0.111", "+0.789"]  # from the ranks and pair.endswith("* |")

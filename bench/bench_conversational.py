@@ -4,14 +4,18 @@ Every held-out ml-100k user becomes one dialogue (the ranking task's 20 candidat
 user's hidden wish) with the rule-based user simulator; each policy plays every dialogue through the
 episode loop (``rollout.episode.run_episodes``). Reports success with a Wilson 95% interval, mean
 turns to acceptance, recall@1/3, and the rule-based minus random success difference (paired
-bootstrap, 95%), for each simulated user in ``USERS``.
+bootstrap, 95%), for each simulated user in ``USERS``. With ``--llm-user MODEL`` the user's words
+come from that model instead (``LLMSimulator``: the verdicts stay the rules'), on a seeded sample of
+``--dialogues`` users; it also reports how often a reply named the target and was refused.
 
     python bench/bench_conversational.py
+    python bench/bench_conversational.py --llm-user smollm2-135m-instruct --dialogues 40
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 
@@ -20,7 +24,8 @@ import numpy as np
 from envs import make_env
 from envs.conversational import dialogue_task, recall_at_k, success_rate, turns_to_acceptance
 from envs.data import build_tasks, load_ml100k
-from envs.simulators import RuleBasedSimulator
+from envs.data.splits import sample_in_order
+from envs.simulators import LLMSimulator, RuleBasedSimulator
 from rollout.episode import EpisodeRequest, run_episodes
 from teachers.crs_policies import RandomCRSPolicy, RuleBasedCRSPolicy
 
@@ -57,14 +62,30 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = 10_000,
     return float(differences.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def play(policy, catalog, tasks, *, user: dict, patience: int, max_turns: int):
-    """One dialogue per task; env ``k`` is seeded with ``k``, so every policy meets the same users."""
-    envs = [make_env("ConversationalRec-v0", catalog=catalog, max_turns=max_turns,
-                     simulator=RuleBasedSimulator(patience=patience, **user)) for _ in tasks]
+def play(policy, catalog, tasks, *, simulator, max_turns: int):
+    """One dialogue per task, each with a fresh ``simulator()``; env ``k`` is seeded with ``k``, so
+    every policy meets the same users."""
+    envs = [make_env("ConversationalRec-v0", catalog=catalog, max_turns=max_turns, simulator=simulator())
+            for _ in tasks]
     for seed, (env, task) in enumerate(zip(envs, tasks)):
         env.reset(seed=seed, options={"task": task})
     requests = [EpisodeRequest(task, seed=seed) for seed, task in enumerate(tasks)]
-    return run_episodes(policy, envs, requests, source=policy.role)
+    return run_episodes(policy, envs, requests, source=policy.role), envs
+
+
+def llm_users(model: str, patience: int):
+    """A factory of LLM-played users sharing one model (sampled at temperature 0.7, seeded), and
+    the simulators it made."""
+    from rollout.generate import chat_generator
+
+    generate = chat_generator(model, max_new_tokens=48, temperature=0.7)
+    made: list[LLMSimulator] = []
+
+    def make() -> LLMSimulator:
+        made.append(LLMSimulator(lambda messages: generate([messages])[0], patience=patience))
+        return made[-1]
+
+    return make, made
 
 
 def main() -> None:
@@ -72,10 +93,19 @@ def main() -> None:
     parser.add_argument("--users", nargs="+", default=list(USERS), choices=list(USERS), help="simulated users")
     parser.add_argument("--patience", type=int, default=3, help="rejections before the user leaves")
     parser.add_argument("--max-turns", type=int, default=8, help="agent turns per dialogue")
+    parser.add_argument("--llm-user", metavar="MODEL", help="the user's words from this model (e.g. smollm2-135m-instruct)")
+    parser.add_argument("--dialogues", type=int, default=0, help="a seeded sample of this many users (0: all)")
     args = parser.parse_args()
 
     catalog = load_ml100k()
     tasks = [dialogue_task(task) for task in build_tasks(catalog, num_negatives=19, seed=0)]
+    tasks = sample_in_order(tasks, args.dialogues, seed=0)
+    if args.llm_user:
+        make, made = llm_users(args.llm_user, args.patience)
+        users = {f"LLM user ({args.llm_user})": make}
+    else:
+        users = {label: functools.partial(RuleBasedSimulator, patience=args.patience, **USERS[label])
+                 for label in args.users}
     targets = [task.target_item_id for task in tasks]
     print(f"{len(tasks)} dialogues, 20 candidates each, patience {args.patience}, {args.max_turns} turns")
     print("| user | policy | success [95% CI] | turns to accept | recall@1 | recall@3 | valid format | seconds |")
@@ -83,11 +113,13 @@ def main() -> None:
     policies = {"rule-based": RuleBasedCRSPolicy(catalog), "random (all acts)": RandomCRSPolicy(),
                 "random (recommend only)": RandomCRSPolicy(acts=("recommend",))}
     differences = []
-    for label in args.users:
+    if args.llm_user:  # the LLM is the slow part: one random policy
+        del policies["random (all acts)"]
+    for label, simulator in users.items():
         accepted = {}
         for name, policy in policies.items():
             began = time.perf_counter()
-            trajectories = play(policy, catalog, tasks, user=USERS[label], patience=args.patience, max_turns=args.max_turns)
+            trajectories, _ = play(policy, catalog, tasks, simulator=simulator, max_turns=args.max_turns)
             seconds = time.perf_counter() - began
             outcomes = [trajectory.outcome for trajectory in trajectories]
             accepted[name] = np.array([outcome.accepted for outcome in outcomes])
@@ -96,10 +128,14 @@ def main() -> None:
             print(f"| {label} | {name} | {success_rate(outcomes):.3f} [{low:.3f}, {high:.3f}] | "
                   f"{turns_to_acceptance(outcomes):.2f} | {recall_at_k(outcomes, targets, 1):.3f} | "
                   f"{recall_at_k(outcomes, targets, 3):.3f} | {valid:.3f} | {seconds:.1f} |")
-        for baseline in ("random (all acts)", "random (recommend only)"):
+        for baseline in [name for name in policies if name.startswith("random")]:
             differences.append((label, baseline, paired_difference(accepted["rule-based"], accepted[baseline])))
     for label, baseline, (mean, low, high) in differences:
         print(f"{label}: rule-based minus {baseline}: success {mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+    if args.llm_user:
+        generations, leaks = sum(s.generations for s in made), sum(s.leaks for s in made)
+        print(f"LLM user: {generations} replies generated, {leaks} refused for naming the target or empty "
+              f"({leaks / max(generations, 1):.1%}); {sum(s.safe_replies for s in made)} turns fell back to the safe reply")
 
 
 if __name__ == "__main__":

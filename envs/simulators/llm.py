@@ -53,6 +53,12 @@ class LLMSimulator:
         self.backend = backend
         self.patience = check_patience(patience)
         self.max_retries = max_retries
+        self.generations = 0
+        """Replies generated so far, retries included."""
+        self.leaks = 0
+        """Of those, the ones refused because they named the target (or were empty)."""
+        self.safe_replies = 0
+        """Turns where every try leaked and the safe reply was used."""
 
     @classmethod
     def from_engine(cls, engine: Any, chat: Any, params: Any, **kwargs: Any) -> "LLMSimulator":
@@ -92,9 +98,12 @@ class LLMSimulator:
         target = dialogue.catalog.items[dialogue.task.target_item_id]
         for _ in range(self.max_retries + 1):
             text = str(self.backend(messages)).strip()[:MAX_REPLY_CHARS]
+            self.generations += 1
             if text and leak(text, target) is None:
                 return text
+            self.leaks += 1
             messages = [*messages, {"role": "assistant", "content": text}, {"role": "user", "content": REMINDER}]
+        self.safe_replies += 1
         return safe
 
     @staticmethod

@@ -135,6 +135,7 @@ def test_a_leaking_llm_is_retried_then_replaced_by_a_safe_reply(leaking):
     simulator = LLMSimulator(backend, max_retries=2)
     reply = ask(simulator, dialogue("50"), "ask_preference", "What do you like?")
     assert len(backend.prompts) == 3 and reply.text == "Hmm, I'm not sure."
+    assert (simulator.generations, simulator.leaks, simulator.safe_replies) == (3, 3, 1)
     assert backend.prompts[1][-1]["content"].startswith("Your reply named the item you want")
     assert "Star Wars (1977)" in backend.prompts[0][0]["content"]  # the prompt holds the hidden target
     d = dialogue("50")
@@ -149,6 +150,7 @@ def test_a_clean_retry_is_kept_and_the_verdict_is_the_rules():
     simulator = LLMSimulator(backend)
     d = dialogue("448")
     assert simulator.opening(d) == "Something scary from the seventies."
+    assert (simulator.generations, simulator.leaks, simulator.safe_replies) == (2, 1, 0)
     reply = ask(simulator, d, "recommend", "How about this?", ["50"])
     # The words come from the LLM, the verdict from the rules.
     assert reply.text == "Something scary from the seventies." and not reply.accepted

@@ -63,6 +63,8 @@ class TrainedModel:
         self.model, self.tokenizer = load_policy(model_name, lora=lora, adapter_dir=adapter_dir, trainable=True,
                                                  device=device)
         self.model.train()
+        if config.gradient_checkpointing:  # non-reentrant: LoRA's frozen inputs need no requires_grad
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         module = self.trained_module(adapter_dir)
         self.parameters = [p for p in module.parameters() if p.requires_grad]
         self.strategy = Strategy(module, self.parameters, lr=lr, config=config,

@@ -116,6 +116,23 @@ def test_micro_batches_accumulate_the_same_gradient(tiny_model_dir):
         torch.testing.assert_close(one_row, four_rows, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])
+def test_gradient_checkpointing_gives_the_same_update(tiny_model_dir, lora):
+    from rl.strategy import LearnerConfig
+
+    batch = conversation_batch(learner(tiny_model_dir).tokenizer)
+    runs = []
+    for checkpointing in (False, True):
+        policy = learner(tiny_model_dir, lora=lora, config=LearnerConfig(gradient_checkpointing=checkpointing))
+        assert policy.model.is_gradient_checkpointing == checkpointing
+        metrics = policy.update(batch, clip_eps=0.2, kl_coef=0.0, temperature=1.0, micro_batch_size=2)
+        runs.append((metrics["train/loss"], [parameter.detach().clone() for parameter in policy.parameters]))
+    (loss, weights), (checkpointed_loss, checkpointed_weights) = runs
+    assert checkpointed_loss == pytest.approx(loss, rel=1e-5)
+    for plain, checkpointed in zip(weights, checkpointed_weights):
+        torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-7)
+
+
 def test_logprob_mismatch_and_truncated_importance_weights(tiny_model_dir):
     policy = learner(tiny_model_dir, lr=0.0)
     batch = conversation_batch(policy.tokenizer)

@@ -8,6 +8,8 @@ log-probs, micro batch 4, one optimizer step on the whole batch. Every arm runs 
 
 * ``ours``: ``rl.learner.Learner.update`` with the ``torch`` strategy;
 * ``ours-deepspeed``: the same learner under DeepSpeed ZeRO-2 (one learner, gloo);
+* ``ours-checkpointing``: ``ours`` with ``learner.gradient_checkpointing`` (activations recomputed in
+  the backward pass);
 * ``trl``: TRL's ``GRPOTrainer`` loss (``loss_type="bnpo"``, the token mean ours takes) on the same
   tokens, laid out as TRL lays out a multi-turn tool episode (the prompt left-padded, the rest a
   completion whose ``tool_mask`` hides the tool outputs), backward through its accelerator, one AdamW
@@ -45,7 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_grpo_step import MODEL, TEMPERATURE, teacher_batch  # noqa: E402
 
-ARMS = ("ours", "ours-deepspeed", "trl")
+ARMS = ("ours", "ours-deepspeed", "ours-checkpointing", "trl")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 KL = 0.001
 
@@ -79,15 +81,16 @@ def matmul_peak() -> dict[str, float]:
     return peaks
 
 
-def run_ours(args, strategy: str) -> dict:
-    """Times ``Learner.update`` on the batch (``torch`` or DeepSpeed ZeRO-2)."""
+def run_ours(args, strategy: str, *, checkpointing: bool = False) -> dict:
+    """Times ``Learner.update`` on the batch (``torch`` or DeepSpeed ZeRO-2, with or without gradient checkpointing)."""
     import dataclasses
 
     from rl.learner import Learner
     from rl.strategy import LearnerConfig
     from rollout.policy import LoraSettings
 
-    config = LearnerConfig(strategy=strategy, zero_stage=2 if strategy == "deepspeed" else 0)
+    config = LearnerConfig(strategy=strategy, zero_stage=2 if strategy == "deepspeed" else 0,
+                           gradient_checkpointing=checkpointing)
     learner = Learner(model_name=MODEL, lora=LoraSettings(r=16, alpha=32), lr=1e-5, seed=0, bf16=True, config=config)
     batch = teacher_batch(args.episodes, learner.tokenizer)
     batch = dataclasses.replace(batch, ref_logprobs=torch.zeros_like(batch.rollout_logprobs))
@@ -203,8 +206,8 @@ def main() -> None:
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = run_trl(args) if args.child == "trl" else run_ours(args, "deepspeed" if "deepspeed" in args.child
-                                                                     else "torch")
+        result = run_trl(args) if args.child == "trl" else run_ours(
+            args, "deepspeed" if "deepspeed" in args.child else "torch", checkpointing="checkpointing" in args.child)
         print(json.dumps(result))
         return
     print(f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch "

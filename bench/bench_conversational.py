@@ -50,7 +50,7 @@ def wilson_interval(successes: int, total: int, *, z: float = 1.96) -> tuple[flo
     share = successes / total
     centre = (share + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return centre - half, centre + half
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = 10_000,

@@ -70,7 +70,7 @@ def play(policy, catalog, tasks, *, simulator, max_turns: int):
     for seed, (env, task) in enumerate(zip(envs, tasks)):
         env.reset(seed=seed, options={"task": task})
     requests = [EpisodeRequest(task, seed=seed) for seed, task in enumerate(tasks)]
-    return run_episodes(policy, envs, requests, source=policy.role), envs
+    return run_episodes(policy, envs, requests, source=policy.role)
 
 
 def llm_users(model: str, patience: int):
@@ -119,7 +119,7 @@ def main() -> None:
         accepted = {}
         for name, policy in policies.items():
             began = time.perf_counter()
-            trajectories, _ = play(policy, catalog, tasks, simulator=simulator, max_turns=args.max_turns)
+            trajectories = play(policy, catalog, tasks, simulator=simulator, max_turns=args.max_turns)
             seconds = time.perf_counter() - began
             outcomes = [trajectory.outcome for trajectory in trajectories]
             accepted[name] = np.array([outcome.accepted for outcome in outcomes])

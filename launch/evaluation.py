@@ -207,7 +207,7 @@ def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) ->
 
     def score(trajectories: list[Trajectory]) -> tuple[dict[str, float], list[int | None]]:
         outcomes = [t.outcome if isinstance(t.outcome, DialogueOutcome) else DialogueOutcome() for t in trajectories]
-        return dialogue_metrics(outcomes, targets), [1 if outcome.accepted else None for outcome in outcomes]
+        return dialogue_metrics(outcomes, targets), [t.success_rank for t in trajectories]
 
     agents = {"crs_rules": lambda: RuleBasedCRSPolicy(catalog), "crs_random": RandomCRSPolicy}
     return agents_eval(config, paths, tasks, spec, agents, score, per_task="ranks",

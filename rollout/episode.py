@@ -7,6 +7,7 @@ environment text is tokenized by the agent (``Agent.encode_observation``) with l
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -75,7 +76,7 @@ class Agent(Protocol):
         ...
 
 
-class TextAgent:
+class TextAgent(ABC):
     """An Agent without a model: it writes each episode's turn as text (``turn``), so its episodes
     carry no tokens. Rule-based teachers and baselines subclass it."""
 
@@ -90,9 +91,9 @@ class TextAgent:
     def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
         return [AgentTurn(text=self.turn(episode)) for episode in episodes]
 
+    @abstractmethod
     def turn(self, episode: Episode) -> str:
         """The text of the episode's next turn."""
-        raise NotImplementedError
 
 
 def run_episodes(agent: Agent, envs: Sequence[Any], requests: Sequence[EpisodeRequest], *,

@@ -7,7 +7,6 @@ from envs.data import leave_last_out, synthetic_catalog
 from envs.data.rating import build_rating_tasks
 from envs.rating_baselines import RATING_BASELINES, BiasModel
 from envs.tools import InteractionGraph
-from envs.types import RatingTask
 from rollout.episode import EpisodeRequest, run_episodes
 from teachers.rating_teacher import BiasRater
 
@@ -80,4 +79,10 @@ def test_bad_settings_and_tasks_are_refused(world):
         BiasRater(model, method="svd")
     with pytest.raises(ValueError, match="cannot call \\['user_cf'\\]"):
         BiasRater(model, tools=["user_cf"])
-    assert isinstance(world[2][0], RatingTask)
+    from envs.types import RankingTask, Trajectory
+    from rollout.episode import Episode
+
+    ranking = RankingTask(task_id="r", user_id="1", history=("2",), candidate_item_ids=("3", "4"), target_item_id="3")
+    episode = Episode(EpisodeRequest(ranking), Trajectory(task_id="r", env_id="SequentialRec-v0", source="t"), [{}])
+    with pytest.raises(ValueError, match="plays rating tasks, not RankingTask"):
+        BiasRater(model).turn(episode)

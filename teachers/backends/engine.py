@@ -43,15 +43,26 @@ class EngineBackend:
         name = Path(model_name).name if adapter_dir is None else f"{Path(model_name).name}+{Path(adapter_dir).name}"
         return cls(generator, chat, model=name, max_context=config.get("max_position_embeddings"))
 
+    def check(self, conversation: Sequence[Message], params: ChatParams) -> list[int]:
+        """The prompt token ids of ``conversation``, or a ValueError when its messages are malformed or
+        its prompt plus ``params.max_tokens`` exceeds the model's context (a server checks each request
+        with it before batching, so one bad request never fails the others)."""
+        prompt = self.chat_format.prompt_ids(check_messages(conversation))
+        if self.max_context is not None and len(prompt) + params.max_tokens > self.max_context:
+            raise ValueError(f"the prompt has {len(prompt)} tokens; with max_tokens {params.max_tokens} that "
+                             f"exceeds the model's context of {self.max_context} tokens")
+        return prompt
+
     def chat(self, conversations: Sequence[Sequence[Message]], params: ChatParams, *,
              seeds: Sequence[int | None] | None = None) -> list[Completion]:
         conversations = [check_messages(c) for c in conversations]
         seeds = list(seeds) if seeds is not None else [None] * len(conversations)
-        prompts = [self.chat_format.prompt_ids(c) for c in conversations]
-        for index, prompt in enumerate(prompts):
-            if self.max_context is not None and len(prompt) + params.max_tokens > self.max_context:
-                raise ValueError(f"conversation {index} has {len(prompt)} prompt tokens; with max_tokens "
-                                 f"{params.max_tokens} that exceeds the model's context of {self.max_context}")
+        prompts = []
+        for index, conversation in enumerate(conversations):
+            try:
+                prompts.append(self.check(conversation, params))
+            except ValueError as error:
+                raise ValueError(f"conversation {index}: {error}") from None
         sampling = SamplingParams(max_new_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)
         generations = self.engine.generate(prompts, sampling, seeds=[
             conversation_seed(c) if s is None else s for c, s in zip(conversations, seeds, strict=True)])

@@ -1,7 +1,8 @@
 """The stages of a run, each reading and writing files in the run folder so any can be re-run alone.
 
     data  -> data/train_tasks.jsonl, data/eval_tasks.jsonl
-    teach -> teacher/fusion.json (signal weights), teacher/dataset (HF datasets), teacher/stats.json
+    teach -> teacher/fusion.json (signal weights), teacher/shards (every episode, resumable), teacher/dataset
+             (HF datasets: the kept ones), teacher/stats.json, teacher/card.json and card.md
     sft   -> sft/adapter (LoRA, safetensors)
     curate -> curriculum/dataset, curriculum/counts.json (STAR's RL data; when curriculum.enabled)
     train -> grpo/step-NNNNNN (checkpoints: weights, optimizer, trainer_state.json), adapter (the final weights)
@@ -310,18 +311,31 @@ def teacher_weights(config: RunConfig, spec: EnvSpec, train_tasks: list[RankingT
     return fusion["weights"]
 
 
+def episode_settings(config: RunConfig) -> dict[str, Any]:
+    """What decides the teacher's episodes besides its tasks, tools and weights: the data, env and
+    sequential-model settings, the seed, and the tokenizer that counts the budgets (a resumed
+    ``recrl teach`` must have the same)."""
+    settings = asdict(config)
+    return {**{name: keyed(name, settings[name]) for name in ("seed", "data", "env", "sequential")},
+            "tokenizer": config.model.name}
+
+
 def stage_teach(config: RunConfig) -> dict[str, float]:
-    """Teacher episodes on the training tasks; the hits become the SFT dataset."""
-    from teachers.pipeline import keep_hits, play_teacher, teacher_stats, write_dataset
+    """Teacher episodes on the training tasks, saved shard by shard in ``teacher/shards`` (a killed
+    run resumes there); the hits become the SFT dataset, described by ``teacher/card.json``."""
+    from teachers.pipeline import keep_hits, play_teacher, teacher_card, teacher_stats, write_card, write_dataset
 
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
     weights = teacher_weights(config, spec, train_tasks) if task_kind(config) == RankingTask.kind else None
-    trajectories = play_teacher(spec, train_tasks, config.teacher, weights)
-    kept = keep_hits(trajectories, keep_hit_at=config.teacher.keep_hit_at)
-    if not kept:
-        raise RuntimeError("the teacher hit no task: nothing to learn from; check the teacher tools/config")
     paths = RunPaths(Path(config.run_dir))
+    trajectories = play_teacher(spec, train_tasks, config.teacher, weights, out=paths.teacher_dataset.parent,
+                                settings=episode_settings(config))
+    kept = keep_hits(trajectories, keep_hit_at=config.teacher.keep_hit_at)
+    write_card(teacher_card(trajectories, keep_hit_at=config.teacher.keep_hit_at), paths.teacher_dataset.parent)
+    if not kept:
+        raise RuntimeError("the teacher hit no task: nothing to learn from; check the teacher tools/config "
+                           f"({paths.teacher_dataset.parent / 'card.md'} says why its episodes failed)")
     write_dataset(kept, paths.teacher_dataset)
     stats = teacher_stats(trajectories, kept)
     if paths.teacher_fusion.is_file():

@@ -1,10 +1,16 @@
-"""Teacher trajectories at scale: Ray actors play episodes, keep the ones that hit, write a dataset."""
+"""Teacher trajectories at scale: Ray actors play episodes shard by shard, the ones that hit become a
+dataset, and a card says what was kept and why the rest failed."""
 
 from __future__ import annotations
 
+import json
+import re
+import tempfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,13 +20,14 @@ from envs.signals.signals import SIGNAL_NAMES
 from envs.tools import Toolbox
 from envs.registry import env_class
 from envs.types import DialogueTask, RankingTask, RatingTask, Task, Trajectory
-from rollout.actors import map_actors_chunked, spawn
+from rollout.actors import release, spawn
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
 from teachers.crs_policies import RuleBasedCRSPolicy
 from teachers.rating_teacher import RATING_TEACHER_TOOLS, BiasRater
 from teachers.fusion import borda_points, fit_weights, hr_avg, target_ranks
+from teachers.shards import TrajectoryShards, play_as_ready
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,9 @@ class TeacherConfig:
     """Keep episodes whose target ranks at or above this (MARS keeps hits @1)."""
     num_workers: int = 2
     """Ray actors playing episodes in parallel (0 plays in-process)."""
+    shard_size: int = 64
+    """Tasks per shard: each shard's episodes are saved as it finishes, and a killed run replays only
+    the shards not saved yet (changing it starts the episodes over)."""
 
 
 def make_teacher(env_spec: EnvSpec, tools: Sequence[str], num_recommend: int,
@@ -78,14 +88,49 @@ class TeacherWorker:
         return run_episodes(self.teacher, envs, requests, source=f"teacher:{self.teacher.role}")
 
 
-def play_teacher(env_spec: EnvSpec, tasks: Sequence[RankingTask], config: TeacherConfig,
-                 weights: Mapping[str, float] | None = None) -> list[Trajectory]:
-    """All teacher episodes for ``tasks``, in task order, across ``config.num_workers`` actors."""
+def play_teacher(env_spec: EnvSpec, tasks: Sequence[Task], config: TeacherConfig,
+                 weights: Mapping[str, float] | None = None, *, out: str | Path | None = None,
+                 settings: Mapping[str, Any] | None = None) -> list[Trajectory]:
+    """All teacher episodes for ``tasks``, in task order, played shard by shard (``config.shard_size``
+    tasks each) by ``config.num_workers`` Ray actors, each given the next shard when it is free (0:
+    in this process).
+
+    Each shard's episodes are saved in ``out/shards`` as soon as it finishes, so a run killed midway
+    and started again plays only the shards not saved yet. Without ``out`` they go to a temporary
+    folder (nothing to resume).
+
+    Args:
+        settings: what decides the episodes besides the tasks and the teacher (whose tools,
+            ``num_recommend`` and ``weights`` count already), e.g. the env and data settings, as
+            JSON-serializable values; a resumed run must pass the same.
+
+    Raises:
+        ValueError: ``out/shards`` holds episodes of other tasks or settings.
+    """
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="teacher-") as folder:
+            return play_teacher(env_spec, tasks, config, weights, out=folder, settings=settings)
+    teacher = {"tools": list(config.tools), "num_recommend": config.num_recommend,
+               "weights": None if weights is None else dict(weights)}
+    shards = TrajectoryShards.open(Path(out) / "shards", tasks, shard_size=config.shard_size,
+                                   settings={**(settings or {}), "teacher": teacher})
+    missing = {index: shards.shards[index] for index in shards.missing()}
+    if not missing:
+        return shards.read_all()
+    from tqdm import tqdm
+
     args = (env_spec, config.tools, config.num_recommend, weights)
-    if config.num_workers <= 0:
-        return TeacherWorker(*args).play(tasks)
-    workers = spawn(TeacherWorker, config.num_workers, *args)
-    return map_actors_chunked(workers, TeacherWorker.play, tasks, chunk_size=32 * config.num_workers, desc="teacher episodes")
+    workers = (spawn(TeacherWorker, min(config.num_workers, len(missing)), *args) if config.num_workers > 0
+               else [TeacherWorker(*args)])
+    played = len(tasks) - sum(len(part) for part in missing.values())
+    try:
+        with tqdm(total=len(tasks), initial=played, desc="teacher episodes", unit="episode") as bar:
+            for index, trajectories in play_as_ready(workers, TeacherWorker.play, missing):
+                shards.write(index, trajectories)
+                bar.update(len(trajectories))
+    finally:
+        release(workers)
+    return shards.read_all()
 
 
 def validation_split(train_tasks: Sequence[RankingTask], size: int, *, seed: int) -> list[RankingTask]:
@@ -137,6 +182,7 @@ def write_dataset(trajectories: Sequence[Trajectory], path: str | Path) -> None:
 
 
 def read_dataset(path: str | Path) -> list[Trajectory]:
+    """The trajectories ``write_dataset`` saved in ``path``."""
     import datasets
 
     if not Path(path).is_dir():
@@ -154,3 +200,99 @@ def teacher_stats(all_trajectories: Sequence[Trajectory], kept: Sequence[Traject
         "format_rate": sum(t.format_valid for t in all_trajectories) / total,
     }
 
+
+
+# the dataset card ------------------------------------------------------------------------------
+
+RANK_BINS = (("rank 1", 1, 1), ("rank 2-3", 2, 3), ("rank 4-5", 4, 5), ("rank 6+", 6, float("inf")))
+"""Bins of a ranking episode's target rank: name, lowest and highest rank."""
+NO_RANKING = "no valid ranking"
+OUTCOME_BINS = ("hit", "miss", "invalid")
+"""Bins of other episodes: a success, a well-formed miss, or a broken format."""
+
+
+def outcome_bin(trajectory: Trajectory) -> str:
+    """Where an episode's outcome falls: its target's rank bin (``RANK_BINS``, or ``NO_RANKING``) for
+    a ranking task; else a hit (``Trajectory.success_rank``), a miss, or an invalid format."""
+    if env_class(trajectory.env_id).task_kind == RankingTask.kind:
+        rank = trajectory.rank
+        return NO_RANKING if rank is None else next(name for name, low, high in RANK_BINS if low <= rank <= high)
+    if trajectory.success_rank is not None:
+        return "hit"
+    return "miss" if trajectory.format_valid else "invalid"
+
+
+def error_kind(error: str) -> str:
+    """An error message with its quoted values and numbers blanked, so the same mistake counts once.
+
+    >>> error_kind("item '42' is not a candidate; 3 ids recommended")
+    "item '…' is not a candidate; N ids recommended"
+    """
+    return re.sub(r"\d+", "N", re.sub(r"'[^']*'", "'…'", error))
+
+
+def failure_reasons(trajectory: Trajectory, *, keep_hit_at: int) -> list[str]:
+    """Why an episode was not kept: the kinds of errors on its turns, whether it was cut short, and
+    whether it missed (no success within ``keep_hit_at``)."""
+    reasons = sorted({error_kind(error) for error in trajectory.errors})
+    reasons += ["truncated (turn or token budget spent)"] * trajectory.truncated
+    reasons += [f"no hit@{keep_hit_at}"] * (not succeeded(trajectory, keep_hit_at))
+    return reasons or ["format invalid"]
+
+
+def teacher_card(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> dict[str, Any]:
+    """What the teacher dataset holds and what the outcome filter (``keep_hits``) dropped.
+
+    Returns:
+        ``episodes`` and ``kept``; the filter's ``keep_hit_at`` and ``keep_rate``; the episodes it
+        ``dropped`` for a broken format or for no hit; ``format_valid_rate`` and ``success_rate``
+        (hit@1, as in ``teacher_stats``); episodes per ``outcomes`` bin (``outcome_bin``); and, over
+        the dropped episodes, how many failed for each of their ``failure_reasons`` (an episode may
+        count under several).
+    """
+    kept = keep_hits(trajectories, keep_hit_at=keep_hit_at)
+    dropped = [t for t in trajectories if not (t.format_valid and succeeded(t, keep_hit_at))]
+    total = max(len(trajectories), 1)
+    ranking = any(env_class(t.env_id).task_kind == RankingTask.kind for t in trajectories)
+    others = any(env_class(t.env_id).task_kind != RankingTask.kind for t in trajectories)
+    bins = ([name for name, _, _ in RANK_BINS] + [NO_RANKING]) * ranking + list(OUTCOME_BINS) * others
+    outcomes = Counter(dict.fromkeys(bins, 0))
+    outcomes.update(outcome_bin(t) for t in trajectories)
+    reasons = Counter(reason for t in dropped for reason in failure_reasons(t, keep_hit_at=keep_hit_at))
+    return {
+        "episodes": len(trajectories),
+        "kept": len(kept),
+        "keep_hit_at": keep_hit_at,
+        "keep_rate": len(kept) / total,
+        "dropped": {"format_invalid": sum(not t.format_valid for t in dropped),
+                    "no_hit": sum(t.format_valid for t in dropped)},
+        "format_valid_rate": sum(t.format_valid for t in trajectories) / total,
+        "success_rate": sum(succeeded(t, 1) for t in trajectories) / total,
+        "outcomes": dict(outcomes),
+        "failure_reasons": dict(reasons.most_common()),
+        "sources": sorted({t.source for t in trajectories}),
+    }
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    """The card as a short Markdown page."""
+    episodes = max(card["episodes"], 1)
+    lines = ["# Teacher dataset card", "",
+             f"- sources: {', '.join(card['sources']) or 'none'}",
+             f"- episodes: {card['episodes']}; kept: {card['kept']} ({card['keep_rate']:.1%}), the format-valid "
+             f"ones with a hit@{card['keep_hit_at']}",
+             f"- dropped: {card['dropped']['format_invalid']} for a broken format, {card['dropped']['no_hit']} "
+             f"well-formed without a hit@{card['keep_hit_at']}",
+             f"- format-valid rate: {card['format_valid_rate']:.1%}; success rate (hit@1): {card['success_rate']:.1%}",
+             "", "## Outcomes", "", "| outcome | episodes | share |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {count} | {count / episodes:.1%} |" for name, count in card["outcomes"].items()]
+    lines += ["", "## Why dropped episodes failed", "", "| reason | episodes |", "| --- | ---: |"]
+    lines += [f"| {reason} | {count} |" for reason, count in card["failure_reasons"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(card: Mapping[str, Any], folder: str | Path) -> None:
+    """Saves the card as ``card.json`` and ``card.md`` in ``folder``."""
+    folder = Path(folder)
+    (folder / "card.json").write_text(json.dumps(card, indent=2))
+    (folder / "card.md").write_text(card_markdown(card))

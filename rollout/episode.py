@@ -82,7 +82,8 @@ class TextAgent(ABC):
     carry no tokens. Rule-based teachers, baselines and LLM teacher systems subclass it.
 
     ``concurrency`` > 1 plays that many episodes' turns at once in threads: an LLM system's calls
-    then reach its backend together (and are batched there)."""
+    then reach its backend together (and are batched there). A system whose roles take turns (an
+    alpha-UMi planner, then its caller) returns each turn as an ``AgentTurn`` naming its ``role``."""
 
     role = "text"
     concurrency = 1
@@ -95,13 +96,16 @@ class TextAgent(ABC):
 
     def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
         if self.concurrency <= 1 or len(episodes) <= 1:
-            return [AgentTurn(text=self.turn(episode)) for episode in episodes]
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return [AgentTurn(text=text) for text in pool.map(self.turn, episodes)]
+            turns = [self.turn(episode) for episode in episodes]
+        else:
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                turns = list(pool.map(self.turn, episodes))
+        return [turn if isinstance(turn, AgentTurn) else AgentTurn(text=turn) for turn in turns]
 
     @abstractmethod
-    def turn(self, episode: Episode) -> str:
-        """The text of the episode's next turn."""
+    def turn(self, episode: Episode) -> str | AgentTurn:
+        """The text of the episode's next turn, or an AgentTurn with its text and the ``role`` that
+        wrote it (recorded on the turn instead of the agent's own ``role``)."""
 
 
 def run_episodes(agent: Agent, envs: Sequence[Any], requests: Sequence[EpisodeRequest], *,

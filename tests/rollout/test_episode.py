@@ -12,7 +12,7 @@ from rollout.agents import PolicyAgent
 from rollout.chat import ChatFormat
 from rollout.engines.base import Generation, SamplingParams
 from rollout.engines.hf import HFEngine
-from rollout.episode import EpisodeRequest, run_episodes
+from rollout.episode import AgentTurn, EpisodeRequest, TextAgent, run_episodes
 from rollout.policy import load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +113,33 @@ def test_the_token_budget_counts_the_policy_tokens_and_ends_the_episode(world, t
                                 [EpisodeRequest(world[2][0])], source="student")
     assert trajectory.truncated and "token budget exhausted" in trajectory.errors
     assert len(trajectory.actions) < 4
+
+
+class TwoRoleAgent(TextAgent):
+    """Calls a tool as its ``caller``, then recommends as itself (a plain text turn)."""
+
+    role = "text"
+
+    def __init__(self, concurrency):
+        self.concurrency = concurrency
+
+    def turn(self, episode):
+        task = episode.task
+        if not any(turn.is_agent for turn in episode.trajectory.turns):
+            call = f'<tool_call>{{"name": "user_cf", "arguments": {{"user_id": "{task.user_id}"}}}}</tool_call>'
+            return AgentTurn(call, role="caller")
+        return f"<recommend>{task.target_item_id}</recommend>"
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_a_text_agent_may_name_the_role_of_each_turn(world, concurrency):
+    catalog, graph, tasks = world
+    envs = [make_env("SequentialRec-v0", catalog=catalog, graph=graph) for _ in tasks[:2]]
+    trajectories = run_episodes(TwoRoleAgent(concurrency), envs, [EpisodeRequest(t) for t in tasks[:2]],
+                                source="teacher")
+    for trajectory in trajectories:
+        assert [turn.role for turn in trajectory.turns] == ["system", "user", "caller", "tool", "text"]
+        assert trajectory.format_valid and trajectory.rank == 1
 
 
 def test_tiny_model_episodes_end_within_budgets(world, tiny_model_dir):

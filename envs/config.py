@@ -19,6 +19,9 @@ class EnvConfig:
     """Recent history items shown in the first prompt."""
     tools: list[str] = field(default_factory=lambda: ["user_info", "user_history", "item_cf", "user_cf"])
     """Tools offered to the agent."""
+    plan_turns: bool = False
+    """SequentialRec-v0: a turn holding only a ``<plan>`` is a planning step (alpha-UMi's planner
+    hands over to its caller or summarizer), answered with an empty tool reply, not an error."""
 
 
 DEFAULTS = EnvConfig()

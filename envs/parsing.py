@@ -122,8 +122,9 @@ def read_ranking(item_ids: Sequence[str], candidates: Sequence[str]) -> tuple[li
     return ranking, errors
 
 
-def parse_action(text: str, *, tags: Sequence[str] = RANKING_TAGS) -> ParsedAction:
-    """Parses one agent turn of an env that takes ``tags``.
+def parse_action(text: str, *, tags: Sequence[str] = RANKING_TAGS, plan_only: bool = False) -> ParsedAction:
+    """Parses one agent turn of an env that takes ``tags``; with ``plan_only``, a turn holding only
+    a ``<plan>`` is a planning step, not an error.
 
     >>> a = parse_action('<plan>look</plan><recommend>3, 1 ,2</recommend>')
     >>> a.plan, a.recommend, a.errors
@@ -155,7 +156,8 @@ def parse_action(text: str, *, tags: Sequence[str] = RANKING_TAGS) -> ParsedActi
             setattr(action, _SINGLE[tag], body)
     action.errors.extend(f"unclosed <{tag}> tag" for tag in unclosed)
     final = (action.recommend, action.answer, action.act)
-    if not action.tool_calls and all(value is None for value in final) and not action.errors:
+    planning = plan_only and action.plan is not None
+    if not action.tool_calls and all(value is None for value in final) and not action.errors and not planning:
         wanted = [f"<{tag}>" for tag in tags if tag not in ("plan", "reflection", "say")]
         action.errors.append(f"no {' or '.join(wanted)} tag found")
     return action

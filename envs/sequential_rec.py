@@ -42,9 +42,11 @@ class SequentialRecEnv(gym.Env):
         max_episode_tokens: int = DEFAULTS.max_episode_tokens,
         history_in_prompt: int = DEFAULTS.history_in_prompt,
         count_tokens: Callable[[str], int] = whitespace_tokens,
+        plan_turns: bool = DEFAULTS.plan_turns,
         env_id: str = DEFAULTS.env_id,
     ):
         self.catalog = catalog
+        self.plan_turns = plan_turns
         self.graph = graph
         self.tasks = list(tasks)
         self.max_turns = max_turns
@@ -76,7 +78,7 @@ class SequentialRecEnv(gym.Env):
         if self._task is None or self._done:
             raise RuntimeError("call reset() before step() (the episode is over or never started)")
         self._turns += 1
-        text, parsed, errors = read_action(action, tags=RANKING_TAGS)
+        text, parsed, errors = read_action(action, tags=RANKING_TAGS, plan_only=self.plan_turns)
         self._tokens += self.count_tokens(text)
         observation, reward, terminated, truncated = "", 0.0, False, False
         tool_results: list[ToolResult] = []
@@ -93,9 +95,12 @@ class SequentialRecEnv(gym.Env):
             reward = 1.0 / outcome.rank if outcome.rank else 0.0
             terminated = True
         else:
-            observation, tool_results, failed = answer_tool_calls(
-                self._toolbox, {spec.name for spec in self.tool_specs}, parsed,
-                finish_hint="finish with <recommend>id, ...</recommend>")
+            if self.plan_turns and parsed.plan is not None and not tool_calls and not parsed.errors:
+                observation, tool_results, failed = "", [], []  # a planning step: nothing to answer
+            else:
+                observation, tool_results, failed = answer_tool_calls(
+                    self._toolbox, {spec.name for spec in self.tool_specs}, parsed,
+                    finish_hint="finish with <recommend>id, ...</recommend>")
             errors.extend(failed)
             self._tokens += self.count_tokens(observation)
             spent = budget_spent(self._turns, self.max_turns, self._tokens, self.max_episode_tokens)

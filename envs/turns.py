@@ -68,9 +68,10 @@ def whitespace_tokens(text: str) -> int:
     return len(text.split())
 
 
-def read_action(action: object, *, tags: Sequence[str]) -> tuple[str, ParsedAction, list[str]]:
+def read_action(action: object, *, tags: Sequence[str], plan_only: bool = False) -> tuple[str, ParsedAction, list[str]]:
     """The text read of ``action`` (at most ``MAX_TEXT`` characters), its parse with the env's
-    ``tags`` (at most ``MAX_TOOL_CALLS`` tool calls kept), and the turn's errors so far.
+    ``tags`` (at most ``MAX_TOOL_CALLS`` tool calls kept; ``plan_only``: see ``parse_action``), and
+    the turn's errors so far.
 
     >>> text, parsed, errors = read_action("<recommend>1</recommend>" + " " * MAX_TEXT, tags=("recommend",))
     >>> parsed.recommend, errors
@@ -83,7 +84,7 @@ def read_action(action: object, *, tags: Sequence[str]) -> tuple[str, ParsedActi
     if len(action) > MAX_TEXT:
         errors.append(f"action of {len(action)} characters: only the first {MAX_TEXT} were read")
         action = action[:MAX_TEXT]
-    parsed = parse_action(action, tags=tags)
+    parsed = parse_action(action, tags=tags, plan_only=plan_only)
     errors.extend(parsed.errors)
     if len(parsed.tool_calls) > MAX_TOOL_CALLS:
         errors.append(f"{len(parsed.tool_calls)} tool calls in one turn: only the first {MAX_TOOL_CALLS} were answered")

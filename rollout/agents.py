@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from rollout.chat import ChatFormat
 from rollout.engines.base import Engine, SamplingParams
 from rollout.episode import AgentTurn, Episode
+from rollout.routing import Router, turn_order
 
 POLICY = "policy"
 """The role of a run's policy when it trains one."""
@@ -53,18 +54,22 @@ class PolicyAgent:
 
 
 class RoutedAgent:
-    """Several policies playing each episode in turns (alpha-UMi's planner then caller, a MACRec
-    manager then analyst): turn k is played by ``agents[min(k, len(agents) - 1)]``, and each turn
-    records its player's role. The agents share one chat format (the same tokenizer).
+    """Several policies playing each episode in turns (alpha-UMi's planner, caller and summarizer, a
+    MACRec manager then analyst): ``route`` names the role of each turn from the turns so far
+    (``rollout.routing``; by default turn k is played by ``agents[min(k, len(agents) - 1)]``), and
+    each turn records its player's role. The agents share one chat format (the same tokenizer).
 
     Args:
         agents: the policies, in the order they first play.
+        route: picks the next turn's role (``rollout.routing.Router``).
     """
 
-    def __init__(self, agents: Sequence[PolicyAgent]):
+    def __init__(self, agents: Sequence[PolicyAgent], *, route: Router = turn_order):
         if not agents:
             raise ValueError("a routed agent needs at least one agent")
         self.agents = list(agents)
+        self.by_role = {agent.role: agent for agent in self.agents}
+        self.route = route
         self.role = "+".join(agent.role for agent in self.agents)
 
     def encode_prompt(self, messages: Sequence[dict[str, str]]) -> list[int]:
@@ -75,8 +80,7 @@ class RoutedAgent:
 
     def player(self, episode: Episode) -> PolicyAgent:
         """The agent whose turn it is in ``episode``."""
-        played = sum(turn.is_agent for turn in episode.trajectory.turns)
-        return self.agents[min(played, len(self.agents) - 1)]
+        return self.by_role[self.route(episode.trajectory.turns, list(self.by_role))]
 
     def act(self, episodes: Sequence[Episode]) -> list[AgentTurn]:
         turns: list[AgentTurn | None] = [None] * len(episodes)

@@ -21,6 +21,7 @@ from rollout.engines.base import SamplingParams
 from rollout.engines.hf import HFEngine
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.models import load_tokenizer, resolve_model
+from rollout.routing import router
 from rollout.policy import LoraSettings, load_checkpoint_state, load_policy, role_checkpoints
 
 
@@ -55,8 +56,12 @@ class RolloutConfig:
     """The roles of the policies that play each episode, one engine each: turn k is played by
     ``policies[min(k, n - 1)]`` (``rollout.agents.RoutedAgent``). Several (an alpha-UMi planner and
     caller) train as separate policies from the same SFT adapter and need ``engine: hf``."""
+    router: str = "turn_order"
+    """Who plays each turn when several policies do (``rollout.routing``): turn_order (turn k by
+    ``policies[min(k, n - 1)]``) or alpha_umi (the planner, then whom its plan hands over to)."""
 
     def __post_init__(self):
+        router(self.router, self.policies)
         if self.engine not in ENGINES:
             raise ValueError(f"unknown rollout.engine '{self.engine}'; use one of {', '.join(ENGINES)}")
         if not self.policies or len(set(self.policies)) != len(self.policies):
@@ -104,7 +109,8 @@ class EnvSpec:
         env = self.config
         return make_env(env.env_id, catalog=self.catalog, graph=self.graph, signals=self.signals, tool_names=list(env.tools),
                         max_turns=env.max_turns, max_episode_tokens=env.max_episode_tokens,
-                        history_in_prompt=env.history_in_prompt, count_tokens=token_counter(self.tokenizer))
+                        history_in_prompt=env.history_in_prompt, count_tokens=token_counter(self.tokenizer),
+                        **({"plan_turns": True} if env.plan_turns else {}))
 
 
 class RolloutWorker:
@@ -136,6 +142,7 @@ class RolloutWorker:
         self.engines = {}
         for policy in policies:
             self.engines[policy], self.chat = build_engine(model_name, config=config, lora=lora, device=device)
+        self.route = router(config.router, policies)
         self.env_spec = env_spec
         if isinstance(adapter_dir, Mapping):
             for policy, folder in adapter_dir.items():
@@ -152,7 +159,7 @@ class RolloutWorker:
                 source: str = "student") -> list[Trajectory]:
         """Plays one episode per request with the current weights."""
         agents = [PolicyAgent(engine, self.chat, params, role=role) for role, engine in self.engines.items()]
-        agent = agents[0] if len(agents) == 1 else RoutedAgent(agents)
+        agent = agents[0] if len(agents) == 1 else RoutedAgent(agents, route=self.route)
         envs = [self.env_spec.make() for _ in requests]
         return run_episodes(agent, envs, requests, source=source)
 

@@ -4,7 +4,7 @@ in ``SequentialRec-v0``. Each env turn is written by one of them and recorded wi
 (``rollout.policies: [planner, caller, summarizer]``) role by role, and ``glpft_sets`` makes its GLPFT
 data.
 
-Who plays each turn is ``next_role`` of the turns so far, a pure function of the trajectory:
+Who plays each turn is ``rollout.routing.alpha_umi`` of the turns so far (the students' router, too):
 
 - the **Planner**, first and after every Caller turn: it reads the task, the tools' names and what
   was done so far, and writes ``<plan>rationale Next: caller</plan>`` (or ``Next: summarizer``). A
@@ -16,9 +16,8 @@ Who plays each turn is ``next_role`` of the turns so far, a pure function of the
 - the **Summarizer**, when the Planner hands over to it: it ranks the candidates from the tools'
   results; the turn is ``<recommend>ids</recommend>`` (candidates only), which ends the episode.
 
-One tool round is four env turns (Planner, Caller, Planner, Summarizer). The env answers a Planner
-turn (a ``<plan>`` alone) with its "no tool call" hint, and ``envs.parsing`` counts that turn as a
-format error, so these episodes are not ``format_valid`` until the env accepts a plan-only turn.
+One tool round is four env turns (Planner, Caller, Planner, Summarizer). The env must take a Planner
+turn (a ``<plan>`` alone) as a planning step: ``env.plan_turns: true``.
 
 Never raises on model output or a backend failure: a Caller with no valid call (a tool not offered,
 unreadable JSON, a user id other than the task's, an item id not in the catalog), a Summarizer that
@@ -28,48 +27,23 @@ names no candidate, or a failing backend ends the episode on that role's turn wi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from envs.parsing import parse_action, render_tool_call
 from envs.types import Catalog, RankingTask, ToolCall, Trajectory, Turn
 from rollout.episode import AgentTurn, Episode, TextAgent
+from rollout.routing import CALLER, HANDOVER, PLANNER, SUMMARIZER, handover
+from rollout.routing import alpha_umi as next_role
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.systems.roles import Roles
 from teachers.systems.text import clean, ids_in
 
-PLANNER, CALLER, SUMMARIZER = "planner", "caller", "summarizer"
 ROLES = (PLANNER, CALLER, SUMMARIZER)
 ROUND_TURNS = 4
 """Turns a tool round takes from a Planner turn to the ranking: Planner, Caller, Planner, Summarizer."""
 LAST_ROUND = "Only the final ranking fits in the turns left.\n"
 """What the Planner reads when it must hand over to the Summarizer."""
-_HANDOVER = re.compile(r"\bnext:\s*(caller|summarizer)\b[.!]?", re.IGNORECASE)
-
-
-def handover(text: str) -> str | None:
-    """The role a Planner's text hands the next turn to: its last ``Next: caller`` or ``Next: summarizer``.
-
-    >>> handover("Read the signals first. Next: Caller."), handover("Not sure yet.")
-    ('caller', None)
-    """
-    found = _HANDOVER.findall(text)
-    return found[-1].lower() if found else None
-
-
-def next_role(turns: Sequence[Turn]) -> str:
-    """Who plays an episode's next turn, from its turns so far: the Planner first and after any
-    other role; after the Planner, the role its ``<plan>`` hands over to (the Planner again if none).
-
-    >>> from envs.types import ParsedAction
-    >>> next_role([Turn("user", "task"), Turn(PLANNER, "", action=ParsedAction(plan="Next: caller"))])
-    'caller'
-    """
-    last = next((turn for turn in reversed(turns) if turn.is_agent), None)
-    if last is None or last.role != PLANNER or last.action is None:
-        return PLANNER
-    return handover(last.action.plan or "") or PLANNER
 
 
 class AlphaUMiTeacher(TextAgent):
@@ -117,7 +91,7 @@ class AlphaUMiTeacher(TextAgent):
         if reply.error:
             return _stop(reply.error)
         decision = SUMMARIZER if last_round else handover(reply.text)
-        words = [clean(_HANDOVER.sub("", reply.text)), f"Next: {decision}" if decision else ""]
+        words = [clean(HANDOVER.sub("", reply.text)), f"Next: {decision}" if decision else ""]
         return f"<plan>{' '.join(w for w in words if w)}</plan>"
 
     def _call(self, episode: Episode, task: RankingTask) -> str:
@@ -174,7 +148,7 @@ def _rationale(episode: Episode) -> str:
     """The last Planner turn's rationale (its plan without the handover)."""
     plan = next((turn.action.plan for turn in reversed(episode.trajectory.turns)
                  if turn.role == PLANNER and turn.action is not None and turn.action.plan), "")
-    return _HANDOVER.sub("", plan).strip() or "none"
+    return HANDOVER.sub("", plan).strip() or "none"
 
 
 def _results(episode: Episode) -> str:

@@ -138,3 +138,18 @@ def test_envs_and_rewards_import_only_shared_types():
             ours = {n for n in names if n.split(".")[0] in {"envs", "rewards", "rollout", "rl", "teachers", "launch"}}
             bad = {n for n in ours if not any(n == a or n.startswith(a + ".") for a in allowed)}
             assert not bad, f"{path.relative_to(root)} imports {sorted(bad)}"
+
+
+def test_plan_turns_take_a_plan_alone_as_a_planning_step(setup):
+    for plan_turns, errors in ((False, ["no <tool_call> or <recommend> tag found"]), (True, [])):
+        env = make(setup, plan_turns=plan_turns)
+        _, reset_info = env.reset(seed=0)
+        observation, reward, terminated, truncated, info = env.step("<plan>Ask the caller.</plan>")
+        assert info["errors"] == errors and not terminated and not truncated
+        assert (observation == "") == plan_turns  # nothing to answer; else the env's hint
+        *_, info = env.step(f"<recommend>{reset_info['task'].candidate_item_ids[0]}</recommend>")
+        assert info["format_valid"] == plan_turns
+    # A plan with an unclosed tag is still an error, planning step or not.
+    env = make(setup, plan_turns=True)
+    env.reset(seed=0)
+    assert env.step("<plan>x</plan><recommend>1")[4]["errors"] == ["unclosed <recommend> tag"]

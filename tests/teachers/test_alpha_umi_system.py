@@ -14,11 +14,10 @@ from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.backends.base import ChatParams
 from teachers.backends.scripted import ScriptedBackend
-from teachers.systems.alpha_umi import ROLES, AlphaUMiTeacher, glpft_sets, next_role
+from rollout.routing import alpha_umi as next_role
+from teachers.systems.alpha_umi import ROLES, AlphaUMiTeacher, glpft_sets
 
 TOOLS = ["user_info", "user_history", "item_cf", "user_cf"]
-NO_ACTION = "no <tool_call> or <recommend> tag found"
-"""The env's error on a turn that only plans (every Planner turn, for now)."""
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def world(synthetic_catalog):
 
 def spec(world, max_turns):
     catalog, graph, _ = world
-    return EnvSpec(catalog, graph, EnvConfig(tools=TOOLS, max_turns=max_turns), tokenizer="tiny-random")
+    return EnvSpec(catalog, graph, EnvConfig(tools=TOOLS, max_turns=max_turns, plan_turns=True), tokenizer="tiny-random")
 
 
 def play(world, task, replies, *, env_turns=6, told_turns=6):
@@ -76,11 +75,13 @@ def test_the_planner_hands_over_to_the_caller_then_the_summarizer_and_each_turn_
     assert "Planner: Look at what similar users liked." in caller and "- user_cf(user_id, k):" in caller
     assert f"user_cf: user_cf ranking for user {user}" in planner_second
     assert "Planner: The signals agree." in summarizer and f"item_cf ranking for user {user}" in summarizer
-    # The only errors are the env's on the Planner's plan-only turns (see the module's docstring).
+    # The env takes the plan-only turns as planning steps (env.plan_turns): a clean, valid episode,
+    # except for the dropped invented id.
     errors = {turn.role: turn.errors for turn in trajectory.turns if turn.is_agent}
-    assert errors == {"planner": [NO_ACTION], "caller": [], "summarizer": []} and not trajectory.format_valid
+    assert errors == {"planner": [], "caller": [], "summarizer": []} and trajectory.format_valid
     # The turns parse back, and routing by the turns so far gives every recorded role.
-    assert [parse_action(m["content"]) for m in trajectory.messages if m["role"] == "assistant"] == trajectory.actions
+    assert [parse_action(m["content"], plan_only=True)
+            for m in trajectory.messages if m["role"] == "assistant"] == trajectory.actions
     for index, turn in enumerate(trajectory.turns):
         if turn.is_agent:
             assert next_role(trajectory.turns[:index]) == turn.role

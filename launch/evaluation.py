@@ -85,7 +85,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 methods[method] = baseline_metrics(ranks[method])
             elif method == "teacher":
                 teacher = config.teacher
-                worker = TeacherWorker(spec, teacher.tools, teacher.num_recommend, teacher_weights(config, spec, train_tasks))
+                worker = TeacherWorker(spec, teacher, teacher_weights(config, spec, train_tasks))
                 trajectories = worker.play(tasks)
                 ranks[method] = [t.rank for t in trajectories]
                 methods[method] = trajectory_metrics(trajectories)
@@ -186,7 +186,7 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> d
         return rating_metrics(predictions, targets, fallback=model.mean), predictions
 
     agents = {name: functools.partial(BiasRater, model, method=name, decimals=None) for name in RATING_BASELINES}
-    agents["teacher"] = lambda: make_teacher(spec, config.teacher.tools, config.teacher.num_recommend)
+    agents["teacher"] = lambda: make_teacher(spec, config.teacher)
     return agents_eval(config, paths, tasks, spec, agents, score, per_task="predictions",
                        protocol={"dataset": catalog.name, "task": "rating", "invalid_scored_as": model.mean})
 

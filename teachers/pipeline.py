@@ -8,7 +8,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from envs.types import DialogueTask, RankingTask, RatingTask, Task, Trajectory
 from rollout.actors import release, spawn
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
+from teachers.backends import BackendConfig
 from teachers.cf_expert import CFExpertTeacher
 from teachers.crs_policies import RuleBasedCRSPolicy
 from teachers.rating_teacher import RATING_TEACHER_TOOLS, BiasRater
@@ -53,33 +54,50 @@ class TeacherConfig:
     shard_size: int = 64
     """Tasks per shard: each shard's episodes are saved as it finishes, and a killed run replays only
     the shards not saved yet (changing it starts the episodes over)."""
+    system: str = "heuristic"
+    """heuristic (no LLM: the CF expert ranks, the bias rater rates, the rule-based policy converses),
+    or a multi-agent LLM system over ``backend``: mars, macrec, macrs or alpha_umi (teachers.systems)."""
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    """Where an LLM system's model runs (each worker opens its own; an openai endpoint is shared)."""
+    concurrency: int = 8
+    """Episodes an LLM system plays at once in each worker (their calls are batched)."""
+
+    def __post_init__(self):
+        from teachers.systems import SYSTEMS
+
+        if self.system not in ("heuristic", *SYSTEMS):
+            raise ValueError(f"unknown teacher.system '{self.system}'; use heuristic or one of {', '.join(SYSTEMS)}")
 
 
-def make_teacher(env_spec: EnvSpec, tools: Sequence[str], num_recommend: int,
-                 weights: Mapping[str, float] | None = None):
-    """The heuristic teacher of the env's kind of task: the CF expert ranks (MARS), the rule-based
+def make_teacher(env_spec: EnvSpec, config: TeacherConfig, weights: Mapping[str, float] | None = None):
+    """The teacher ``config.system`` names for the env's kind of task. The heuristic teachers: the CF
+    expert ranks (MARS's roles by rules, fusing the signals with ``weights``), the rule-based
     conversational policy converses (MACRS's acts), the bias rater rates (after reading the item's
-    ratings when ``tools`` and the env offer ``item_history``); ``num_recommend`` and the fusion
-    ``weights`` are the CF expert's."""
+    ratings when ``config.tools`` and the env offer ``item_history``)."""
+    if config.system != "heuristic":
+        from teachers.backends import make_backend
+        from teachers.systems import make_system
+
+        return make_system(config.system, env_spec, make_backend(config.backend), config.backend.params,
+                           tools=config.tools, num_recommend=config.num_recommend, concurrency=config.concurrency)
     kind = env_class(env_spec.config.env_id).task_kind
     if kind == DialogueTask.kind:
         return RuleBasedCRSPolicy(env_spec.catalog)
     if kind == RatingTask.kind:
-        offered = [t for t in tools if t in RATING_TEACHER_TOOLS and t in env_spec.config.tools]
+        offered = [t for t in config.tools if t in RATING_TEACHER_TOOLS and t in env_spec.config.tools]
         return BiasRater(BiasModel.fit(env_spec.graph.interactions()), tools=offered)
     if kind != RankingTask.kind:
         raise ValueError(f"no teacher plays {env_spec.config.env_id} yet; teachers play SequentialRec-v0, "
                          "RatingPrediction-v0 and ConversationalRec-v0")
-    return CFExpertTeacher(env_spec.catalog, tools=tools, num_recommend=num_recommend, weights=weights)
+    return CFExpertTeacher(env_spec.catalog, tools=config.tools, num_recommend=config.num_recommend, weights=weights)
 
 
 class TeacherWorker:
     """Plays teacher episodes in one process (a Ray actor in the pipeline)."""
 
-    def __init__(self, env_spec: EnvSpec, tools: Sequence[str], num_recommend: int,
-                 weights: Mapping[str, float] | None = None):
+    def __init__(self, env_spec: EnvSpec, config: TeacherConfig, weights: Mapping[str, float] | None = None):
         self.env_spec = env_spec
-        self.teacher = make_teacher(env_spec, tools, num_recommend, weights)
+        self.teacher = make_teacher(env_spec, config, weights)
 
     def play(self, tasks: Sequence[Task]) -> list[Trajectory]:
         """One teacher episode per task, in order (the episode loop the student uses, too)."""
@@ -111,7 +129,8 @@ def play_teacher(env_spec: EnvSpec, tasks: Sequence[Task], config: TeacherConfig
         with tempfile.TemporaryDirectory(prefix="teacher-") as folder:
             return play_teacher(env_spec, tasks, config, weights, out=folder, settings=settings)
     teacher = {"tools": list(config.tools), "num_recommend": config.num_recommend,
-               "weights": None if weights is None else dict(weights)}
+               "weights": None if weights is None else dict(weights), "system": config.system,
+               "backend": None if config.system == "heuristic" else asdict(config.backend)}
     shards = TrajectoryShards.open(Path(out) / "shards", tasks, shard_size=config.shard_size,
                                    settings={**(settings or {}), "teacher": teacher})
     missing = {index: shards.shards[index] for index in shards.missing()}
@@ -119,7 +138,7 @@ def play_teacher(env_spec: EnvSpec, tasks: Sequence[Task], config: TeacherConfig
         return shards.read_all()
     from tqdm import tqdm
 
-    args = (env_spec, config.tools, config.num_recommend, weights)
+    args = (env_spec, config, weights)
     workers = (spawn(TeacherWorker, min(config.num_workers, len(missing)), *args) if config.num_workers > 0
                else [TeacherWorker(*args)])
     played = len(tasks) - sum(len(part) for part in missing.values())

@@ -1,0 +1,52 @@
+"""The research's multi-agent teacher systems over an LLM backend, by name.
+
+Each is a ``rollout.episode.TextAgent`` composing role prompts (``teachers/prompts/<system>/``) over
+one ``teachers.backends.ChatBackend``; the heuristic teachers (no LLM) are chosen in
+``teachers.pipeline.make_teacher``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from envs.registry import env_class
+from envs.types import DialogueTask, RankingTask
+from teachers.backends.base import ChatBackend, ChatParams
+
+SYSTEMS = {
+    "mars": ("teachers.systems.mars", "MARSTeacher", (RankingTask.kind,)),
+    "macrs": ("teachers.systems.macrs", "MACRSTeacher", (DialogueTask.kind,)),
+    "alpha_umi": ("teachers.systems.alpha_umi", "AlphaUMiTeacher", (RankingTask.kind,)),
+}
+"""name -> (module, class, the task kinds it plays)."""
+
+
+def make_system(name: str, env_spec: Any, backend: ChatBackend, params: ChatParams, *, tools: Sequence[str],
+                num_recommend: int, concurrency: int) -> Any:
+    """The LLM teacher ``name`` for the env ``env_spec`` builds (a ``rollout.worker.EnvSpec``).
+
+    Args:
+        tools: the tools it may call (those the env offers).
+        num_recommend: ids in a ranking's final ``<recommend>``.
+        concurrency: episodes whose turns it plays at once.
+    """
+    import importlib
+
+    if name not in SYSTEMS:
+        raise ValueError(f"unknown teacher.system '{name}'; use heuristic or one of {', '.join(SYSTEMS)}")
+    module, class_name, kinds = SYSTEMS[name]
+    env = env_spec.config
+    kind = env_class(env.env_id).task_kind
+    if kind not in kinds:
+        raise ValueError(f"teacher.system {name} plays {' or '.join(kinds)} tasks, not {env.env_id}'s {kind} tasks")
+    system = getattr(importlib.import_module(module), class_name)
+    offered = [tool for tool in tools if tool in env.tools]
+    if name == "macrs":
+        return system(env_spec.catalog, backend, params, concurrency=concurrency)
+    if name == "alpha_umi":
+        if not env.plan_turns:
+            raise ValueError("teacher.system alpha_umi needs env.plan_turns: true (its planner's turns are plans alone)")
+        return system(env_spec.catalog, backend, params, tools=offered, num_recommend=num_recommend,
+                      max_turns=env.max_turns, concurrency=concurrency)
+    return system(env_spec.catalog, backend, params, tools=offered, num_recommend=num_recommend, concurrency=concurrency)

@@ -27,14 +27,19 @@ Trajectory rewards, registered by name in :data:`rewards.compose.REWARD_FUNCTION
 after the first answering turn (a reflection written before the first answer is reasoning, not a
 reflection on an answer). The first answer is the ``answer`` (rating) or ``recommend`` list
 (ranking) of the first agent turn that gives one; the final answer is the last one, both read as the
-agent wrote them (a ranking that leaves the target out scores 0, as in MACRec). Without a reflection, and for a
-ranking episode whose final answer gave no usable ranking (the target item cannot then be read from
-the ``RankingOutcome``), they are 0.0. Ratings are valid in ``[1, 5]`` (ml-100k), the ground truth
-too: a target outside raises ``ValueError`` (bad data), as MACRec asserts.
+agent wrote them (a ranking that leaves the target out scores 0, as in MACRec). An env ends its
+episode at the first answer, so a system that reflects within the episode (the MACRec teacher,
+``teachers.systems.macrec``) writes the first answer into the final turn's reflection instead: a
+verdict that quotes the answer it judged (``{"answer": "3", "correctness": false, "reason": ...}``,
+a ranking as a list of ids) counts as a reflection on that answer, given before the turn's own.
+Without a reflection, and for a ranking episode whose final answer gave no usable ranking (the target
+item cannot then be read from the ``RankingOutcome``), they are 0.0. Ratings are valid in ``[1, 5]``
+(ml-100k), the ground truth too: a target outside raises ``ValueError`` (bad data), as MACRec asserts.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -49,6 +54,7 @@ __all__ = [
     "delta_reward",
     "delta_trajectory_reward",
     "parse_verdict",
+    "quoted_answer",
     "reflection_reward",
     "reflection_trajectory_reward",
     "rp_v1",
@@ -62,6 +68,7 @@ __all__ = [
 LOWER, UPPER = 1.0, 5.0
 """The valid rating range (ml-100k's 1-5 stars)."""
 _VERDICT = re.compile(r'"correctness"\s*:\s*(true|false)', re.IGNORECASE)
+_QUOTED = re.compile(r'"answer"\s*:\s*("(?:[^"\\]|\\.)*"|\[[^\[\]]*\]|-?[0-9]+(?:\.[0-9]+)?)')
 
 
 def _valid(rating: float | None, lower: float, upper: float) -> bool:
@@ -157,6 +164,24 @@ def parse_verdict(reflection: str) -> bool | None:
     return None if match is None else match.group(1).lower() == "true"
 
 
+def quoted_answer(reflection: str) -> Any:
+    """The answer a reflection's verdict quotes as the one it judged (``"answer": ...`` in MACRec's
+    verdict JSON): a string, a number or a list, as written; None when it quotes none.
+
+    >>> quoted_answer('{"answer": "3", "correctness": false}'), quoted_answer('{"answer": ["7", "9"]}')
+    ('3', ['7', '9'])
+    >>> quoted_answer('{"correctness": true}') is None
+    True
+    """
+    match = _QUOTED.search(reflection)
+    if match is None:
+        return None
+    try:
+        return json.loads(match.group(1))
+    except ValueError:
+        return None
+
+
 def reflection_reward(first_correct: bool, verdict: bool | None, *, alpha: float = 16.0) -> float:
     """MACRec's ``ReflectionReward``: ``+alpha`` when the verdict on the first answer matches whether
     it was correct, ``-alpha`` when it does not or there is no verdict.
@@ -179,19 +204,22 @@ class _Reflected:
     reflection: str
 
 
-def _reflected(trajectory: Trajectory, answer_field: str) -> _Reflected | None:
-    """The answers around the first reflection after the first answer; None without one."""
+def _reflected(trajectory: Trajectory, kind: "_AnswerKind") -> _Reflected | None:
+    """The answers around the first reflection after the first answer (or around the final turn's
+    verdict that quotes the answer it judged); None without one."""
     agent_actions = [turn.action for turn in trajectory.turns if turn.is_agent and turn.action is not None]
-    answering = [index for index, action in enumerate(agent_actions) if getattr(action, answer_field) is not None]
+    answering = [index for index, action in enumerate(agent_actions) if getattr(action, kind.answer_field) is not None]
     if not answering:
         return None
+    final = agent_actions[answering[-1]]
+    after = getattr(final, kind.answer_field)
     reflection = next((action.reflection for action in agent_actions[answering[0] + 1:]
                        if action.reflection is not None), None)
-    if reflection is None:
-        return None
-    before = getattr(agent_actions[answering[0]], answer_field)
-    after = getattr(agent_actions[answering[-1]], answer_field)
-    return _Reflected(before=before, after=after, reflection=reflection)
+    if reflection is not None:
+        return _Reflected(before=getattr(agent_actions[answering[0]], kind.answer_field), after=after,
+                          reflection=reflection)
+    quoted = kind.read_quoted(quoted_answer(final.reflection or ""))
+    return None if quoted is None else _Reflected(before=quoted, after=after, reflection=final.reflection)
 
 
 @dataclass(frozen=True)
@@ -206,6 +234,8 @@ class _AnswerKind:
     """An answer's MACRec metric, given the truth."""
     correct: Callable[[Any, Any], bool]
     """Whether an answer is right (MACRec's ``judge``)."""
+    read_quoted: Callable[[Any], Any]
+    """A quoted answer (``quoted_answer``) in the form the answer field holds; None if it has another shape."""
 
 
 def _target_item(outcome: RankingOutcome) -> str | None:
@@ -218,12 +248,14 @@ _ANSWER_KINDS: dict[type, _AnswerKind] = {
         truth=lambda outcome: outcome.target,
         metric=lambda answer, target: rp_v1(parse_rating(answer), target),
         correct=lambda answer, target: parse_rating(answer) == target,
+        read_quoted=lambda quoted: str(quoted) if isinstance(quoted, (str, int, float)) else None,
     ),
     RankingOutcome: _AnswerKind(
         answer_field="recommend",
         truth=_target_item,
         metric=lambda ranking, target: sr_v1(rank_of(ranking, target)),
         correct=lambda ranking, target: bool(ranking) and ranking[0] == target,
+        read_quoted=lambda quoted: [str(i) for i in quoted] if isinstance(quoted, list) else None,
     ),
 }
 """Answer kinds by outcome type: rating (MACRec's rp task) and ranking (its sr task)."""
@@ -234,7 +266,7 @@ def _reflection_inputs(trajectory: Trajectory) -> tuple[_AnswerKind, _Reflected,
     if kind is None:
         return None
     truth = kind.truth(trajectory.outcome)
-    reflected = _reflected(trajectory, kind.answer_field)
+    reflected = _reflected(trajectory, kind)
     if truth is None or reflected is None:
         return None
     return kind, reflected, truth
@@ -252,7 +284,7 @@ def rp_v2_reward(trajectory: Trajectory) -> float:
     outcome = trajectory.outcome
     if not isinstance(outcome, RatingOutcome):
         return 0.0
-    reflected = _reflected(trajectory, "answer")
+    reflected = _reflected(trajectory, _ANSWER_KINDS[RatingOutcome])
     if reflected is None:
         return rp_v2(outcome.prediction, outcome.prediction, outcome.target)
     return rp_v2(parse_rating(reflected.before), parse_rating(reflected.after), outcome.target)

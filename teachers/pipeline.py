@@ -61,6 +61,8 @@ class TeacherConfig:
     """Where an LLM system's model runs (each worker opens its own; an openai endpoint is shared)."""
     concurrency: int = 8
     """Episodes an LLM system plays at once in each worker (their calls are batched)."""
+    reflection_strategy: str = "reflexion"
+    """macrec: its reflector between trials (none, last_trial, reflexion, last_trial_and_reflexion)."""
 
     def __post_init__(self):
         from teachers.systems import SYSTEMS
@@ -79,7 +81,8 @@ def make_teacher(env_spec: EnvSpec, config: TeacherConfig, weights: Mapping[str,
         from teachers.systems import make_system
 
         return make_system(config.system, env_spec, make_backend(config.backend), config.backend.params,
-                           tools=config.tools, num_recommend=config.num_recommend, concurrency=config.concurrency)
+                           tools=config.tools, num_recommend=config.num_recommend, concurrency=config.concurrency,
+                           reflection_strategy=config.reflection_strategy)
     kind = env_class(env_spec.config.env_id).task_kind
     if kind == DialogueTask.kind:
         return RuleBasedCRSPolicy(env_spec.catalog)
@@ -130,7 +133,8 @@ def play_teacher(env_spec: EnvSpec, tasks: Sequence[Task], config: TeacherConfig
             return play_teacher(env_spec, tasks, config, weights, out=folder, settings=settings)
     teacher = {"tools": list(config.tools), "num_recommend": config.num_recommend,
                "weights": None if weights is None else dict(weights), "system": config.system,
-               "backend": None if config.system == "heuristic" else asdict(config.backend)}
+               "backend": None if config.system == "heuristic" else asdict(config.backend),
+               "reflection_strategy": config.reflection_strategy if config.system == "macrec" else None}
     shards = TrajectoryShards.open(Path(out) / "shards", tasks, shard_size=config.shard_size,
                                    settings={**(settings or {}), "teacher": teacher})
     missing = {index: shards.shards[index] for index in shards.missing()}

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from envs.registry import env_class
-from envs.types import DialogueTask, RankingTask
+from envs.types import DialogueTask, RankingTask, RatingTask
 from teachers.backends.base import ChatBackend, ChatParams
 
 SYSTEMS = {
     "mars": ("teachers.systems.mars", "MARSTeacher", (RankingTask.kind,)),
+    "macrec": ("teachers.systems.macrec", "MACRecTeacher", (RankingTask.kind, RatingTask.kind, DialogueTask.kind)),
     "macrs": ("teachers.systems.macrs", "MACRSTeacher", (DialogueTask.kind,)),
     "alpha_umi": ("teachers.systems.alpha_umi", "AlphaUMiTeacher", (RankingTask.kind,)),
 }
@@ -23,13 +24,15 @@ SYSTEMS = {
 
 
 def make_system(name: str, env_spec: Any, backend: ChatBackend, params: ChatParams, *, tools: Sequence[str],
-                num_recommend: int, concurrency: int) -> Any:
+                num_recommend: int, concurrency: int, reflection_strategy: str = "reflexion") -> Any:
     """The LLM teacher ``name`` for the env ``env_spec`` builds (a ``rollout.worker.EnvSpec``).
 
     Args:
         tools: the tools it may call (those the env offers).
         num_recommend: ids in a ranking's final ``<recommend>``.
         concurrency: episodes whose turns it plays at once.
+        reflection_strategy: MACRec's reflector between trials (none, last_trial, reflexion,
+            last_trial_and_reflexion).
     """
     import importlib
 
@@ -44,6 +47,9 @@ def make_system(name: str, env_spec: Any, backend: ChatBackend, params: ChatPara
     offered = [tool for tool in tools if tool in env.tools]
     if name == "macrs":
         return system(env_spec.catalog, backend, params, concurrency=concurrency)
+    if name == "macrec":
+        return system(env_spec.catalog, backend, params, tools=offered, reflection_strategy=reflection_strategy,
+                      max_turns=env.max_turns, concurrency=concurrency)
     if name == "alpha_umi":
         if not env.plan_turns:
             raise ValueError("teacher.system alpha_umi needs env.plan_turns: true (its planner's turns are plans alone)")

@@ -211,6 +211,21 @@ def test_a_reflection_before_the_first_answer_is_not_one():
     assert REWARD_FUNCTIONS["rp_v2"](trajectory) == pytest.approx(3.0)
 
 
+def test_a_final_turn_whose_verdict_quotes_the_first_answer_is_a_reflection_on_it():
+    # One env turn: the first answer (3) lives in the verdict that judged it, the final one in <answer>.
+    trajectory = episode(['<reflection>Analyst: likes it. {"answer": "3", "correctness": false, "reason": "low"}'
+                          '</reflection><answer>4</answer>'], RatingOutcome(prediction=4.0, target=4.0))
+    assert values(trajectory) == pytest.approx({"rp_v1": 0.0, "rp_v2": 1 + math.exp(-2) * 4, "sr_v1": 0.0,
+                                                "delta": 1.0, "reflection": 16.0})
+    # A quoted answer that is not a rating is an invalid first answer; a list is not a rating.
+    invalid = episode(['<reflection>{"answer": "", "correctness": false}</reflection><answer>4</answer>'],
+                      RatingOutcome(prediction=4.0, target=5.0))
+    assert REWARD_FUNCTIONS["delta"](invalid) == pytest.approx(24.0)
+    listed = episode(['<reflection>{"answer": ["3"]}</reflection><answer>4</answer>'],
+                     RatingOutcome(prediction=4.0, target=4.0))
+    assert REWARD_FUNCTIONS["delta"](listed) == 0.0 and REWARD_FUNCTIONS["reflection"](listed) == 0.0
+
+
 def test_rating_without_a_usable_answer():
     trajectory = episode(['<answer>many</answer>'], RatingOutcome(prediction=None, target=4.0))
     assert REWARD_FUNCTIONS["rp_v1"](trajectory) == -16.0  # -(4 - 0)^2
@@ -255,6 +270,13 @@ def test_ranking_answers_are_scored_as_written():
     trajectory = ranking_episode(['<recommend>a, b</recommend>', '<reflection>{"correctness": false}</reflection>',
                                   '<recommend>b, c</recommend>'], ["b", "c", "a"], "c")
     assert REWARD_FUNCTIONS["delta"](trajectory) == pytest.approx(0.5)
+
+
+def test_a_ranking_verdict_that_quotes_the_first_ranking():
+    trajectory = ranking_episode(['<reflection>{"answer": ["a", "b", "c"], "correctness": true}</reflection>'
+                                  '<recommend>c, a, b</recommend>'], ["c", "a", "b"], "c")
+    assert REWARD_FUNCTIONS["delta"](trajectory) == pytest.approx(2 / 3)
+    assert REWARD_FUNCTIONS["reflection"](trajectory) == -16.0  # a was first: wrong, judged right
 
 
 def test_ranking_without_a_usable_final_ranking_scores_zero():

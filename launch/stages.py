@@ -42,6 +42,8 @@ from rollout.episode import EpisodeRequest
 from rollout.models import load_tokenizer, resolve_model
 from rollout.policy import LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device
 from rollout.worker import EnvSpec, RolloutWorker, resolve_engine
+from teachers.backends import BackendConfig
+from teachers.pipeline import TeacherConfig
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
 FILE_CATALOGS: dict[str, Callable[[str], Catalog]] = {"amazon": load_amazon, "redial": load_redial}
@@ -185,7 +187,12 @@ STAGE_SETTINGS = {"teach": ("seed", "data", "env", "sequential", "teacher", "mod
 """Config sections each stage's output depends on (a stage also depends on the ones before it)."""
 
 
-NEUTRAL_SETTINGS = {"data": {"min_rating": None, "path": ""}}
+NEUTRAL_SETTINGS = {
+    "data": {"min_rating": None, "path": ""},
+    "env": {"plan_turns": False},
+    "teacher": {"shard_size": TeacherConfig.shard_size, "system": "heuristic", "backend": asdict(BackendConfig()),
+                "concurrency": TeacherConfig.concurrency, "reflection_strategy": TeacherConfig.reflection_strategy},
+}
 """Settings added after run folders were first keyed, and the values at which they change nothing:
 there they are left out of digests and saved settings, so older run folders still resume."""
 

@@ -297,11 +297,12 @@ def stage_data(config: RunConfig) -> tuple[Catalog, list[Task], list[Task]]:
 
 def teacher_weights(config: RunConfig, spec: EnvSpec, train_tasks: list[RankingTask]) -> dict[str, float] | None:
     """The teacher's fusion weights: fitted on a validation split of the training tasks and saved
-    in ``teacher/fusion.json`` (reused while the teacher's tools are the same); None for plain Borda."""
+    in ``teacher/fusion.json`` (reused while the teacher's tools are the same); None for plain Borda
+    and for the LLM systems."""
     from teachers.pipeline import fit_fusion, validation_split
 
     teacher = config.teacher
-    if not teacher.fit_weights:
+    if not teacher.fit_weights or teacher.system != "heuristic":  # LLM systems rank by themselves
         return None
     path = RunPaths(Path(config.run_dir)).teacher_fusion
     if path.is_file():

@@ -64,7 +64,7 @@ def test_recrl_teach_runs_mars_against_the_server(server, tmp_path, capsys):
     code = main(["teach", "data.dataset=synthetic", "model.name=tiny-random", f"run_dir={run_dir}", "teacher.num_workers=0",
                  "teacher.system=mars", "teacher.backend.kind=openai", f"teacher.backend.base_url={url}",
                  "teacher.backend.model=tiny-random", "teacher.backend.max_tokens=8", "teacher.backend.max_retries=0",
-                 "teacher.fit_weights=false", "teacher.shard_size=32", "env.max_episode_tokens=4096"])
+                 "teacher.shard_size=32", "env.max_episode_tokens=4096"])
     # Random weights name no candidate: every episode ends cleanly, the card says why, and the stage
     # stops with a clear message instead of writing an empty dataset.
     card = json.loads((run_dir / "teacher" / "card.json").read_text())

@@ -37,7 +37,7 @@ from rollout.routing import CALLER, HANDOVER, PLANNER, SUMMARIZER, handover
 from rollout.routing import alpha_umi as next_role
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.systems.roles import Roles
-from teachers.systems.text import clean, ids_in
+from teachers.systems.text import clean, ids_in, stopped
 
 ROLES = (PLANNER, CALLER, SUMMARIZER)
 ROUND_TURNS = 4
@@ -89,7 +89,7 @@ class AlphaUMiTeacher(TextAgent):
                                tools=", ".join(self.tools) or "none", history=_history(episode),
                                budget=LAST_ROUND if last_round else "")
         if reply.error:
-            return _stop(reply.error)
+            return stopped(reply.error)
         decision = SUMMARIZER if last_round else handover(reply.text)
         words = [clean(HANDOVER.sub("", reply.text)), f"Next: {decision}" if decision else ""]
         return f"<plan>{' '.join(w for w in words if w)}</plan>"
@@ -98,13 +98,13 @@ class AlphaUMiTeacher(TextAgent):
         reply = self.roles.ask(CALLER, seed=episode.seed, tools=self._tool_lines(episode), user_id=task.user_id,
                                rationale=_rationale(episode))
         if reply.error:
-            return _stop(reply.error)
+            return stopped(reply.error)
         # A call written without its tags is read too: small models often drop them.
         written = (parse_action(reply.text).tool_calls
                    or parse_action(f"<tool_call>{reply.text.strip()}</tool_call>").tool_calls)
         calls = dict.fromkeys(render_tool_call(call) for call in written if self._valid(call, task))
         if not calls:
-            return _stop(f"the caller wrote no valid tool call: {reply.text or 'nothing'}")
+            return stopped(f"the caller wrote no valid tool call: {reply.text or 'nothing'}")
         return "\n".join(calls)
 
     def _summarize(self, episode: Episode, task: RankingTask) -> str:
@@ -112,10 +112,10 @@ class AlphaUMiTeacher(TextAgent):
                                results=_results(episode), candidates=", ".join(task.candidate_item_ids),
                                num_recommend=self.num_recommend)
         if reply.error:
-            return _stop(reply.error)
+            return stopped(reply.error)
         ranking = ids_in(reply.text, task.candidate_item_ids)[: self.num_recommend]
         if not ranking:
-            return _stop(f"the summarizer named no candidate id: {reply.text or 'nothing'}")
+            return stopped(f"the summarizer named no candidate id: {reply.text or 'nothing'}")
         return f"<recommend>{', '.join(ranking)}</recommend>"
 
     # Helpers ---------------------------------------------------------------------------------------
@@ -154,10 +154,6 @@ def _rationale(episode: Episode) -> str:
 def _results(episode: Episode) -> str:
     return "\n".join(r.text for info in episode.infos for r in info.get("tool_results", ()) if r.ok) or "none"
 
-
-def _stop(reason: str) -> str:
-    """A final turn that ends the episode cleanly (no candidate: the env scores it invalid) and says why."""
-    return f"<reflection>Stopped: {clean(reason, max_chars=200)}</reflection>\n<recommend></recommend>"
 
 
 # GLPFT -----------------------------------------------------------------------------------------------

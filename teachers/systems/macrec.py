@@ -60,7 +60,7 @@ from rollout.engines.base import derive_seed
 from rollout.episode import AgentTurn, Episode, TextAgent
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.systems.roles import Roles
-from teachers.systems.text import clean, ids_in
+from teachers.systems.text import clean, ids_in, stopped
 
 ROLES = ("manager_thought", "manager_action", "analyst", "searcher", "reflector", "interpreter")
 TASKS = {RatingTask.kind: "rp", RankingTask.kind: "sr", DialogueTask.kind: "chat"}
@@ -229,7 +229,7 @@ class MACRecTeacher(TextAgent):
         except _Stopped as stop:
             self._forget(episode)
             ending = WRAP_UP if task == "chat" else ANSWERS[task].render(ANSWERS[task].empty)
-            return f"<reflection>Stopped: {clean(str(stop), max_chars=200)}</reflection>\n{ending}"
+            return stopped(str(stop), ending)
 
     # rp and sr -------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from envs.types import Catalog, RankingTask, ToolCall
 from rollout.episode import Episode, TextAgent
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.systems.roles import Roles
-from teachers.systems.text import clean, ids_in, named
+from teachers.systems.text import clean, ids_in, named, stopped
 
 ANALYSTS = ("profile", "historical", "recent", "divergence")
 ROLES = ("planner", *ANALYSTS, "ranker", "reflector")
@@ -79,7 +79,7 @@ class MARSTeacher(TextAgent):
     def _plan(self, episode: Episode, task: RankingTask) -> str:
         plan = self.roles.ask("planner", seed=episode.seed, task=episode.trajectory.turns[1].text)
         if plan.error:
-            return _give_up(plan.error)
+            return stopped(plan.error)
         chosen = named(plan.text, self.analysts) or list(self.analysts)
         if "divergence" in chosen:  # it compares the other two interests
             chosen = [a for a in self.analysts if a in {*chosen, "historical", "recent"}]
@@ -97,7 +97,7 @@ class MARSTeacher(TextAgent):
                 continue
             reply = self.roles.ask(analyst, seed=episode.seed, user_id=task.user_id, **fields)
             if reply.error:
-                return _give_up(reply.error)
+                return stopped(reply.error)
             notes[analyst] = clean(reply.text, max_chars=160)
         summary = " ".join(f"{analyst.capitalize()}: {note}" for analyst, note in notes.items()) or "No notes."
         return f"<plan>{summary}</plan>\n" + "\n".join(map(render_tool_call, self._signal_calls(task)))
@@ -112,7 +112,7 @@ class MARSTeacher(TextAgent):
         for attempt in range(2):
             reply = self.roles.ask("ranker", seed=episode.seed + attempt, feedback=_feedback(verdict), **fields)
             if reply.error:
-                return _give_up(reply.error)
+                return stopped(reply.error)
             ranking = ids_in(reply.text, task.candidate_item_ids)[: self.num_recommend]
             if not ranking:
                 verdict = "REVISE: the ranking named no candidate id."
@@ -120,12 +120,12 @@ class MARSTeacher(TextAgent):
             check = self.roles.ask("reflector", seed=episode.seed + attempt, analyses=analyses, signals=signals,
                                    ranking=", ".join(ranking))
             if check.error:
-                return _give_up(check.error)
+                return stopped(check.error)
             verdict = clean(check.text, max_chars=200) or "OK"
             if not verdict.upper().startswith("REVISE"):
                 break
         if not ranking:
-            return _give_up(f"ranker named no candidate id in 2 tries ({verdict})")
+            return stopped(f"ranker named no candidate id in 2 tries ({verdict})")
         return f"<reflection>{verdict}</reflection>\n<recommend>{', '.join(ranking)}</recommend>"
 
     # Helpers ---------------------------------------------------------------------------------------
@@ -161,7 +161,3 @@ def _arguments(tool: str, task: RankingTask) -> dict:
 def _feedback(verdict: str) -> str:
     return f"The reflector asked for a revision: {verdict}\n" if verdict else ""
 
-
-def _give_up(reason: str) -> str:
-    """A final turn that ends the episode cleanly (no candidate: the env scores it invalid) and says why."""
-    return f"<reflection>Stopped: {clean(reason, max_chars=200)}</reflection>\n<recommend></recommend>"

@@ -40,3 +40,13 @@ def named(text: str, names: Sequence[str]) -> list[str]:
     """
     lowered = text.lower()
     return [name for name in names if name in lowered]
+
+
+def stopped(reason: str, ending: str = "<recommend></recommend>") -> str:
+    """A final turn that ends an episode cleanly and says why: the reason in ``<reflection>``, then
+    ``ending`` (by default an empty ranking, which the env scores invalid).
+
+    >>> stopped("backend down")
+    '<reflection>Stopped: backend down</reflection>\\n<recommend></recommend>'
+    """
+    return f"<reflection>Stopped: {clean(reason, max_chars=200)}</reflection>\n{ending}"

@@ -40,7 +40,8 @@ from rollout.agents import POLICY
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest
 from rollout.models import load_tokenizer, resolve_model
-from rollout.policy import LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device
+from rollout.policy import (LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device,
+                            role_checkpoints)
 from rollout.worker import EnvSpec, RolloutWorker, resolve_engine
 from teachers.backends import BackendConfig
 from teachers.pipeline import TeacherConfig
@@ -190,6 +191,7 @@ STAGE_SETTINGS = {"teach": ("seed", "data", "env", "sequential", "teacher", "mod
 NEUTRAL_SETTINGS = {
     "data": {"min_rating": None, "path": ""},
     "env": {"plan_turns": False},
+    "sft": {"local_epochs": 0},
     "teacher": {"shard_size": TeacherConfig.shard_size, "system": "heuristic", "backend": asdict(BackendConfig()),
                 "concurrency": TeacherConfig.concurrency, "reflection_strategy": TeacherConfig.reflection_strategy},
 }
@@ -358,24 +360,36 @@ def stage_teach(config: RunConfig) -> dict[str, float]:
 # sft -------------------------------------------------------------------------------------------
 
 def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
-    """LoRA SFT of the student on the teacher dataset; saves ``sft/adapter``."""
+    """LoRA SFT of the student on the teacher dataset; saves ``sft/adapter``. With several
+    ``rollout.policies`` and ``sft.local_epochs`` (GLPFT), then one copy per policy fine-tuned on its
+    own turns, saved in ``sft/adapter/<role>``. Returns the global pass's losses."""
     from rl.sft import sft_examples, train_sft
     from rollout.chat import ChatFormat
     from teachers.pipeline import read_dataset
 
     paths = RunPaths(Path(config.run_dir))
     trajectories = read_dataset(paths.teacher_dataset)
-    tokenizer = load_tokenizer(resolve_model(config.model.name))
-    examples = sft_examples(trajectories, ChatFormat(tokenizer), max_seq_len=config.sft.max_seq_len,
-                            max_examples=config.sft.max_examples, seed=config.seed)
-    steps = config.sft.epochs * -(-len(examples) // config.sft.batch_size)
-    learner = make_learner(config, lr=config.sft.lr, total_steps=steps, adapter_dir=None,
-                           in_process=config.learner.num_learners == 1)
-    try:
-        losses = train_sft(learner, examples, config.sft, seed=config.seed, log=log)
-        learner.save(paths.sft_adapter)
-    finally:
-        release([learner])
+    chat = ChatFormat(load_tokenizer(resolve_model(config.model.name)))
+    roles = list(config.rollout.policies) if config.sft.local_epochs > 0 and len(config.rollout.policies) > 1 else []
+    passes = [(None, config.sft, None, paths.sft_adapter)]
+    passes += [(role, dataclasses.replace(config.sft, epochs=config.sft.local_epochs), paths.sft_adapter,
+                paths.sft_adapter / role) for role in roles]
+    losses = []
+    for role, settings, start, out in passes:
+        examples = sft_examples(trajectories, chat, max_seq_len=settings.max_seq_len,
+                                max_examples=settings.max_examples, seed=config.seed, role=role)
+        steps = settings.epochs * -(-len(examples) // settings.batch_size)
+        learner = make_learner(config, lr=settings.lr, total_steps=steps, adapter_dir=start,
+                               in_process=config.learner.num_learners == 1)
+        try:
+            if role is not None:
+                print(f"[sft] GLPFT local pass of {role}: {len(examples)} episodes with its turns")
+            pass_losses = train_sft(learner, examples, settings, seed=config.seed, log=log if role is None else None)
+            learner.save(out)
+        finally:
+            release([learner])
+        if role is None:
+            losses = pass_losses
     mark_done(config, "sft")
     return losses
 
@@ -657,7 +671,8 @@ def stage_train(config: RunConfig, log: Log | None = None) -> list[dict[str, flo
         if start_step:
             print(f"[train] resuming after step {start_step} of {config.grpo.steps} from {resume} "
                   f"(delete {paths.grpo_checkpoints} to start over)")
-        starts = {role: step_dir(root, start_step) if resume else paths.sft_adapter for role, root in roots.items()}
+        sft = role_checkpoints(paths.sft_adapter, roles)  # each policy's GLPFT local adapter, where made
+        starts = {role: step_dir(root, start_step) if resume else sft[role] for role, root in roots.items()}
         critic_dir = step_dir(critic_root(paths.grpo_checkpoints), start_step) if resume else None
         needed = [*starts.values(), *([critic_dir] if resume and config.grpo.advantage_estimator == "gae" else [])]
         missing = [str(folder) for folder in needed if not folder.is_dir()]

@@ -26,22 +26,31 @@ class SFTConfig:
     """Teacher episodes used (a seeded sample); on CPU, cost is tokens."""
     max_seq_len: int = 1024
     """Longer episodes are skipped, not cut (a cut episode teaches a broken format)."""
+    local_epochs: int = 0
+    """GLPFT (alpha-UMi) with several ``rollout.policies``: after the global pass on whole episodes,
+    this many passes fine-tune a copy of that adapter per policy on its own turns only, into
+    ``sft/adapter/<role>``, where each policy then starts GRPO (0: every policy starts from the
+    global adapter)."""
 
 
 def sft_examples(trajectories: Sequence[Trajectory], chat: ChatFormat, *, max_seq_len: int,
-                 max_examples: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """Tokenizes a seeded sample of trajectories into (token_ids, loss_mask) pairs."""
+                 max_examples: int, seed: int, role: str | None = None) -> list[tuple[list[int], list[int]]]:
+    """Tokenizes a seeded sample of trajectories into (token_ids, loss_mask) pairs; with ``role``, the
+    loss is on that role's turns only (GLPFT's local pass: the other roles' turns stay as context),
+    and episodes it did not play in are skipped."""
     pool = list(trajectories)
     random.Random(seed).shuffle(pool)
     examples = []
     for trajectory in pool:
-        token_ids, loss_mask = chat.conversation(trajectory.messages)
+        targets = None if role is None else [turn.role == role for turn in trajectory.turns]
+        token_ids, loss_mask = chat.conversation(trajectory.messages, targets=targets)
         if len(token_ids) <= max_seq_len and any(loss_mask):
             examples.append((token_ids, loss_mask))
         if len(examples) == max_examples:
             break
     if not examples:
-        raise ValueError(f"no SFT example fits max_seq_len={max_seq_len} (out of {len(pool)} trajectories)")
+        played = "" if role is None else f" with a turn of role '{role}'"
+        raise ValueError(f"no SFT example{played} fits max_seq_len={max_seq_len} (out of {len(pool)} trajectories)")
     return examples
 
 

@@ -33,18 +33,20 @@ class ChatFormat:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
-    def conversation(self, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
-        """Token ids and loss mask (1 on assistant tokens and their end-of-turn) of a whole episode."""
+    def conversation(self, messages: Sequence[dict[str, str]], *,
+                     targets: Sequence[bool] | None = None) -> tuple[list[int], list[int]]:
+        """Token ids and loss mask (1 on assistant tokens and their end-of-turn) of a whole episode;
+        ``targets`` (one flag per message) keeps the loss on the flagged assistant messages only."""
         first_assistant = next(
             (i for i, m in enumerate(messages) if m["role"] == "assistant"), len(messages)
         )
         token_ids = self.prompt_ids(messages[:first_assistant])
         loss_mask = [0] * len(token_ids)
-        for message in messages[first_assistant:]:
+        for index, message in enumerate(messages[first_assistant:], start=first_assistant):
             if message["role"] == "assistant":
                 ids = self.encode(message["content"]) + [self.end_of_turn_id]
                 token_ids += ids
-                loss_mask += [1] * len(ids)
+                loss_mask += [int(targets is None or targets[index])] * len(ids)
             else:
                 ids = self.observation_ids(message["content"])
                 token_ids += ids

@@ -181,14 +181,13 @@ def glpft_sets(trajectories: Sequence[Trajectory], roles: Sequence[str] = ROLES)
     ``global``, every episode with every agent turn a target, then one local set per role, the
     episodes that role played a turn in with its turns the targets.
 
-    How ``recrl sft`` uses them: the global set is what it trains on now (``rl.sft.sft_examples``
-    puts the loss on every assistant message) into ``sft/adapter``. Each local set then fine-tunes
-    a copy of that adapter into ``sft/adapter/<role>`` (where ``rollout.policy.role_checkpoints``
-    looks), with the loss on ``target_role``'s turns only and the other roles' turns left in the
-    context as the assistant messages the routed student sees, masked as ``rl.grpo.role_mask`` masks
-    them in RL. One sequence per episode trains a role on all its turns, each given what came before
-    (as one example per turn would). ``teachers.pipeline.write_dataset(s.trajectories, folder / name)``
-    writes each set in the teacher dataset's row format.
+    ``recrl sft`` trains on them in this order: the global pass on whole episodes into
+    ``sft/adapter``; then, with ``rollout.policies: [planner, caller, summarizer]`` and
+    ``sft.local_epochs`` > 0, a copy of that adapter per role with the loss on the role's turns only
+    (``rl.sft.sft_examples(role=...)``; the other roles' turns stay in the context) into
+    ``sft/adapter/<role>``, where each policy starts GRPO. These sets are what each pass reads
+    (``num_targets`` counts its target turns); ``teachers.pipeline.write_dataset(s.trajectories,
+    folder / name)`` writes one in the teacher dataset's row format.
 
     Raises:
         ValueError: an agent turn was played by a role not in ``roles`` (not alpha-UMi's episode).

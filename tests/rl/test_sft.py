@@ -39,3 +39,20 @@ def test_train_sft_runs_every_batch_of_every_epoch():
                        log=lambda metrics, step: logged.append(step))
     assert learner.batches == [2, 2, 1, 2, 2, 1]
     assert losses == [1.0 / n for n in range(1, 7)] and logged == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_role_puts_the_loss_on_its_own_turns_and_leaves_the_others_as_context(tiny_tokenizer):
+    chat = ChatFormat(tiny_tokenizer)
+    turns = [Turn("system", "s"), Turn("user", "u"), Turn("planner", "<plan>P</plan>"), Turn("tool", ""),
+             Turn("caller", "<tool_call>C</tool_call>"), Turn("tool", "r")]
+    episode = Trajectory(task_id="a", env_id="e", source="teacher", turns=turns)
+    only_planner = Trajectory(task_id="b", env_id="e", source="teacher", turns=turns[:4])
+    [(ids, whole)] = sft_examples([episode], chat, max_seq_len=256, max_examples=5, seed=0)
+    [(same_ids, caller)] = sft_examples([episode, only_planner], chat, max_seq_len=256, max_examples=5, seed=0,
+                                        role="caller")  # the episode without a caller turn is skipped
+    assert same_ids == ids
+    caller_span = chat.encode("<tool_call>C</tool_call>") + [chat.end_of_turn_id]
+    trained = [token for token, flag in zip(ids, caller) if flag]
+    assert trained == caller_span and sum(whole) == sum(caller) + len(chat.encode("<plan>P</plan>")) + 1
+    with pytest.raises(ValueError, match="no SFT example with a turn of role 'summarizer'"):
+        sft_examples([episode], chat, max_seq_len=256, max_examples=5, seed=0, role="summarizer")

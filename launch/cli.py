@@ -142,6 +142,21 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
     def log(metrics: dict, local_step: int) -> None:
         tracker.log(metrics, step=offset + local_step)
 
+    def log_with_checkpoint(metrics: dict, local_step: int) -> None:
+        """GRPO's log with ``logging.checkpoint_artifacts=all``: the step's metrics, then the checkpoint
+        each policy saved at that step (``train_grpo`` saves a step before logging it)."""
+        from rl.checkpoints import step_dir
+        from rl.grpo import policy_root
+
+        log(metrics, local_step)
+        roles, root = config.rollout.policies, stages.RunPaths(run_dir).grpo_checkpoints
+        for role in roles:
+            folder = step_dir(policy_root(root, role, len(roles)), local_step)
+            suffix = f"-{role}" if len(roles) > 1 else ""
+            if folder.is_dir():
+                tracker.artifact(folder, name=f"{run_dir.name}-grpo-checkpoint{suffix}", type="model",
+                                 aliases=[folder.name], metadata={"step": local_step})
+
     def reused(stage: str) -> bool:
         """In a quickstart, a stage that finished before with the same settings is not run again."""
         if stages.is_done(config, stage):
@@ -174,7 +189,11 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
             print(f"[curate] {json.dumps(counts)}")
         if command in ("train", "quickstart"):
             offset = step
-            history = stages.stage_train(config, log=log)
+            artifacts = config.logging.checkpoint_artifacts
+            history = stages.stage_train(config, log=log_with_checkpoint if artifacts == "all" else log)
+            if artifacts != "none":
+                tracker.artifact(stages.RunPaths(run_dir).final_adapter, name=f"{run_dir.name}-grpo-adapter",
+                                 type="model", aliases=["final"], metadata={"step": config.grpo.steps})
             step += config.grpo.steps  # GRPO logs its own step numbers, also when it resumes
             if history:
                 uniform = sum(h["rollout/uniform_group_frac"] for h in history) / len(history)
@@ -184,13 +203,16 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
                 print(f"[train] nothing to do: {stages.RunPaths(run_dir).grpo_checkpoints} already holds "
                       f"grpo.steps={config.grpo.steps} from this SFT adapter (delete it to train again)")
         if command in ("eval", "quickstart"):
-            report = evaluation.stage_eval(config, tasks_file=tasks_file)
+            eval_step = step + 1
+            report = evaluation.stage_eval(
+                config, tasks_file=tasks_file,
+                log_samples=lambda method, rows: tracker.table(f"eval/samples_{method}", rows, step=eval_step))
             methods = report["methods"]
             final = next((m for m in ("student_grpo", "student_sft", "student_base") if m in methods), None)
             flat = {f"eval/{name}/{k}": v for name, metrics in methods.items() for k, v in metrics.items()}
             if final:
                 flat.update({f"eval/{k}": v for k, v in methods[final].items()})
-            tracker.log(flat, step=step + 1)
+            tracker.log(flat, step=eval_step)
             print(format_table(methods))
             for method, reason in report["protocol"]["skipped"].items():
                 print(f"(skipped {method}: {reason})")

@@ -92,6 +92,12 @@ class EvalConfig:
     """Tasks of the best-of-k curve: a seeded sample of the scored tasks (0 = all of them)."""
     best_of_k_temperature: float = 0.7
     """Sampling temperature of those episodes."""
+    sample_trajectories: int = 8
+    """Episodes per method played logged as the table ``eval/samples_<method>`` (W&B and ``tables/``); 0: none."""
+
+
+CHECKPOINT_ARTIFACTS = ("final", "all", "none")
+"""Values of ``logging.checkpoint_artifacts``."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,13 @@ class LoggingConfig:
     """W&B project."""
     mode: str = "offline"
     """offline (default, no account needed), online or disabled; WANDB_MODE overrides."""
+    checkpoint_artifacts: str = "final"
+    """GRPO weights logged as W&B ``model`` artifacts: final (the final adapter), all (each saved step too) or none."""
+
+    def __post_init__(self):
+        if self.checkpoint_artifacts not in CHECKPOINT_ARTIFACTS:
+            raise ConfigError(f"bad value for 'logging.checkpoint_artifacts': '{self.checkpoint_artifacts}'; "
+                              f"use {', '.join(CHECKPOINT_ARTIFACTS)}")
 
 
 @dataclass(frozen=True)

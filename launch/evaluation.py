@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from envs.baselines import BASELINES
 from envs.data import tasks_from_file
@@ -17,7 +18,7 @@ from envs.data.splits import sample_in_order
 from envs.data import training_interactions
 from envs.types import DialogueOutcome, DialogueTask, RankingTask, RatingOutcome, RatingTask, Trajectory
 from launch.config import RunConfig
-from launch.stages import RunPaths, env_spec, rollout_workers, stage_data, task_kind, teacher_weights
+from launch.stages import RunPaths, env_spec, keyed, rollout_workers, stage_data, task_kind, teacher_weights
 from rollout.actors import broadcast, map_actors_chunked, release
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest, run_episodes
@@ -27,21 +28,27 @@ from rollout.worker import EnvSpec, RolloutWorker
 STUDENTS = {"student_base": None, "student_sft": "sft_adapter", "student_grpo": "final_adapter"}
 BASELINE_METHODS = tuple(BASELINES)
 
+LogSamples = Callable[[str, list[dict[str, Any]]], None]
+"""Receives a method's name and its first evaluation episodes as ``rl.tables.trajectory_rows``."""
 
-def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+
+def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
+               log_samples: LogSamples | None = None) -> dict:
     """Scores every configured method on the same held-out tasks.
 
     Writes ``eval.json`` (or ``eval.<tasks file name>.json`` for ``tasks_file``) after every
     method, so an interrupted evaluation keeps what it finished; a rerun on the same tasks reuses a
-    student's results while its weights and the evaluation settings are unchanged.
+    student's results while its weights and the evaluation settings are unchanged. ``log_samples``
+    gets ``eval.sample_trajectories`` episodes of every method that played (the ranking baselines,
+    scored without episodes, and reused results have none).
     """
     from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
     from teachers.pipeline import TeacherWorker
 
     if task_kind(config) == RatingTask.kind:
-        return rating_eval(config, tasks_file=tasks_file)
+        return rating_eval(config, tasks_file=tasks_file, log_samples=log_samples)
     if task_kind(config) == DialogueTask.kind:
-        return dialogue_eval(config, tasks_file=tasks_file)
+        return dialogue_eval(config, tasks_file=tasks_file, log_samples=log_samples)
     known = (*BASELINE_METHODS, "teacher", *STUDENTS)
     unknown = [m for m in config.eval.methods if m not in known]
     if unknown:
@@ -87,6 +94,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 teacher = config.teacher
                 worker = TeacherWorker(spec, teacher, teacher_weights(config, spec, train_tasks))
                 trajectories = worker.play(tasks)
+                log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories)
                 ranks[method] = [t.rank for t in trajectories]
                 methods[method] = trajectory_metrics(trajectories)
             elif method in STUDENTS:
@@ -104,6 +112,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
                 else:
                     workers, loaded = load_student(workers, config, spec, adapter), True
                     trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+                    log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories)
                     ranks[method] = [t.rank for t in trajectories]
                     methods[method] = trajectory_metrics(trajectories)
                 if config.eval.best_of_k and method in config.eval.best_of_k_methods:
@@ -125,6 +134,15 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> di
         out_path.write_text(json.dumps(report, indent=2))
     report["path"] = str(out_path)
     return report
+
+
+def log_sample_rows(log_samples: LogSamples | None, method: str, trajectories: Sequence[Trajectory],
+                    tasks: Sequence, limit: int) -> None:
+    """Hands the first ``limit`` of a method's episodes, as table rows, to ``log_samples`` (if any)."""
+    if log_samples is not None and limit > 0:
+        from rl.tables import trajectory_rows
+
+        log_samples(method, trajectory_rows(trajectories, limit, tasks=tasks))
 
 
 def held_out_sample(config: RunConfig, eval_tasks: list) -> list:
@@ -170,7 +188,8 @@ def student_episodes(workers: list | None, paths: RunPaths, config: RunConfig, s
     return workers, play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
 
 
-def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
+                log_samples: LogSamples | None = None) -> dict:
     """RMSE, MAE and the valid-answer rate of the rating baselines, the teacher and the students on
     the same held-out rating tasks (an invalid answer scored as the training mean), into ``eval.json``."""
     from envs.rating_baselines import RATING_BASELINES, BiasModel, rating_metrics
@@ -188,14 +207,16 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> d
     agents = {name: functools.partial(BiasRater, model, method=name, decimals=None) for name in RATING_BASELINES}
     agents["teacher"] = lambda: make_teacher(spec, config.teacher)
     return agents_eval(config, paths, tasks, spec, agents, score, per_task="predictions",
-                       protocol={"dataset": catalog.name, "task": "rating", "invalid_scored_as": model.mean})
+                       protocol={"dataset": catalog.name, "task": "rating", "invalid_scored_as": model.mean},
+                       log_samples=log_samples)
 
 
 CRS_POLICIES = ("crs_rules", "crs_random")
 """Conversational policies that need no model: the rule-based one (the teacher) and random acts."""
 
 
-def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) -> dict:
+def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
+                  log_samples: LogSamples | None = None) -> dict:
     """Success rate, turns to acceptance and recall@k of the conversational policies and the students
     on the same held-out conversations with the simulated user, into ``eval.json``; ``ranks`` holds
     1 for an accepted conversation (None otherwise), so ``recrl compare`` pairs success rates as hr@1."""
@@ -211,15 +232,16 @@ def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None) ->
 
     agents = {"crs_rules": lambda: RuleBasedCRSPolicy(catalog), "crs_random": RandomCRSPolicy}
     return agents_eval(config, paths, tasks, spec, agents, score, per_task="ranks",
-                       protocol={"dataset": catalog.name, "task": "dialogue"})
+                       protocol={"dataset": catalog.name, "task": "dialogue"}, log_samples=log_samples)
 
 
 def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, agents: Mapping[str, Callable],
-                score: Callable[[list[Trajectory]], tuple[dict, list]], *, per_task: str, protocol: dict) -> dict:
+                score: Callable[[list[Trajectory]], tuple[dict, list]], *, per_task: str, protocol: dict,
+                log_samples: LogSamples | None = None) -> dict:
     """Plays every configured method on ``tasks`` (``agents`` builds the model-free ones; the
     students play greedily on rollout workers), scores each method's episodes with ``score`` (its
     metrics, and one value per task kept under ``per_task``) and its format rate, and writes
-    ``eval.json`` after every method."""
+    ``eval.json`` after every method; ``log_samples`` gets some of each method's episodes."""
     methods: dict[str, dict[str, float]] = {}
     values: dict[str, list] = {}
     skipped: dict[str, str] = {}
@@ -238,6 +260,7 @@ def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, 
                 workers, trajectories = student_episodes(workers, paths, config, spec, tasks, method, skipped)
                 if trajectories is None:
                     continue
+            log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories)
             metrics, values[method] = score(trajectories)
             methods[method] = {**metrics, "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
             paths.eval_json.write_text(json.dumps(report, indent=2))
@@ -261,7 +284,7 @@ def student_fingerprint(config: RunConfig, weights: str, *, best_of_k: bool = Fa
     the base model), the environment, and the decoding and best-of-k settings."""
     digest = hashlib.sha256(config.model.name.encode() + weights.encode())
     evaluation = asdict(config.eval)
-    settings = {"env": asdict(config.env), "max_new_tokens": evaluation["max_new_tokens"], "seed": evaluation["seed"],
+    settings = {"env": keyed("env", asdict(config.env)), "max_new_tokens": evaluation["max_new_tokens"], "seed": evaluation["seed"],
                 "best_of_k": {k: v for k, v in evaluation.items() if k.startswith("best_of_k")} if best_of_k else None}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     return digest.hexdigest()[:16]

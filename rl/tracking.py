@@ -1,7 +1,8 @@
 """Metric tracking: Weights & Biases (offline unless told otherwise) plus a local metrics.jsonl.
 
 Every logged row goes to three places: ``Tracker.history`` in memory, one JSON line in
-``<run_dir>/metrics.jsonl``, and the wandb run (unless ``enabled=False``). An offline run lands
+``<run_dir>/metrics.jsonl``, and the wandb run (unless ``enabled=False``). Tables go to the run
+and to ``<run_dir>/tables/``; folders (checkpoints) to the run as artifacts. An offline run lands
 in ``<run_dir>/wandb/offline-run-*/``; upload it later with ``wandb sync``.
 """
 
@@ -11,7 +12,9 @@ import json
 import math
 import numbers
 import os
+import re
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -113,6 +116,64 @@ class Tracker:
             file.write(json.dumps(row) + "\n")
         if self._run is not None:
             self._run.log(clean, step=step)
+
+    def table(self, name: str, rows: Sequence[Mapping[str, Any]], step: int) -> Path:
+        """Log ``rows`` as the table ``name`` (e.g. ``eval/samples_teacher``) at ``step``.
+
+        The rows are also written, one JSON object a line, to ``<run_dir>/tables/<name>-<step>.jsonl``
+        (also when wandb is off), so they can be read without wandb.
+
+        Args:
+            name: Namespaced table name; a ``/`` in it makes a subfolder of ``tables/``.
+            rows: One dict per row, each value JSON-serializable; the columns are their keys, in order
+                of first appearance (a row without a key leaves its cell empty).
+            step: The global step, as in :meth:`log`.
+
+        Returns:
+            The local ``.jsonl`` file.
+        """
+        path = self.run_dir / "tables" / f"{name}-{step}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(dict(row)) + "\n" for row in rows), encoding="utf-8")
+        if self._run is not None and rows:
+            import wandb
+
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            data = [[row.get(column) for column in columns] for row in rows]
+            self._run.log({name: wandb.Table(columns=columns, data=data, allow_mixed_types=True)}, step=step)
+        return path
+
+    def artifact(self, path: str | Path, *, name: str, type: str, aliases: Sequence[str] = (),
+                 metadata: Mapping[str, Any] | None = None) -> None:
+        """Log the folder (or file) ``path`` as a wandb artifact, e.g. a checkpoint as type ``model``.
+
+        Its files are copied into wandb's staging folder at once, so ``path`` may change afterwards.
+        Nothing happens when wandb is off (``enabled=False`` or mode ``disabled``).
+
+        Args:
+            path: The folder or file to store.
+            name: Artifact name; characters wandb does not allow (anything but letters, digits,
+                ``-``, ``_`` and ``.``) become ``-``. Logging the same name again adds a version.
+            type: Artifact type (``model``, ``dataset``...).
+            aliases: Extra aliases of this version (wandb adds ``latest``).
+            metadata: JSON-serializable facts stored with it (e.g. the step).
+
+        Raises:
+            FileNotFoundError: If ``path`` does not exist.
+        """
+        if self._run is None or self._run.disabled:
+            return
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"cannot log {path} as artifact {name!r}: it does not exist")
+        import wandb
+
+        artifact = wandb.Artifact(re.sub(r"[^A-Za-z0-9_.-]", "-", name), type=type, metadata=dict(metadata or {}))
+        if path.is_dir():
+            artifact.add_dir(str(path))
+        else:
+            artifact.add_file(str(path))
+        self._run.log_artifact(artifact, aliases=list(aliases))
 
     def summary(self, metrics: dict[str, Any]) -> None:
         """Record final or best values (e.g. ``eval/hr_avg``) in the run summary.

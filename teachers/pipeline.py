@@ -188,7 +188,12 @@ def fit_fusion(env_spec: EnvSpec, tasks: Sequence[RankingTask], tools: Sequence[
 def keep_hits(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> list[Trajectory]:
     """Episodes with a valid format whose target ranked within ``keep_hit_at`` (a conversation: that
     the user accepted)."""
-    return [t for t in trajectories if t.format_valid and succeeded(t, keep_hit_at)]
+    return [t for t in trajectories if is_kept(t, keep_hit_at)]
+
+
+def is_kept(trajectory: Trajectory, keep_hit_at: int) -> bool:
+    """The outcome filter of ``keep_hits`` for one episode."""
+    return trajectory.format_valid and succeeded(trajectory, keep_hit_at)
 
 
 def succeeded(trajectory: Trajectory, rank_at: int) -> bool:
@@ -222,7 +227,6 @@ def teacher_stats(all_trajectories: Sequence[Trajectory], kept: Sequence[Traject
         "success_rate": sum(succeeded(t, 1) for t in all_trajectories) / total,
         "format_rate": sum(t.format_valid for t in all_trajectories) / total,
     }
-
 
 
 # the dataset card ------------------------------------------------------------------------------
@@ -273,8 +277,7 @@ def teacher_card(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> dic
         the dropped episodes, how many failed for each of their ``failure_reasons`` (an episode may
         count under several).
     """
-    kept = keep_hits(trajectories, keep_hit_at=keep_hit_at)
-    dropped = [t for t in trajectories if not (t.format_valid and succeeded(t, keep_hit_at))]
+    dropped = [t for t in trajectories if not is_kept(t, keep_hit_at)]
     total = max(len(trajectories), 1)
     ranking = any(env_class(t.env_id).task_kind == RankingTask.kind for t in trajectories)
     others = any(env_class(t.env_id).task_kind != RankingTask.kind for t in trajectories)
@@ -284,9 +287,9 @@ def teacher_card(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> dic
     reasons = Counter(reason for t in dropped for reason in failure_reasons(t, keep_hit_at=keep_hit_at))
     return {
         "episodes": len(trajectories),
-        "kept": len(kept),
+        "kept": len(trajectories) - len(dropped),
         "keep_hit_at": keep_hit_at,
-        "keep_rate": len(kept) / total,
+        "keep_rate": (len(trajectories) - len(dropped)) / total,
         "dropped": {"format_invalid": sum(not t.format_valid for t in dropped),
                     "no_hit": sum(t.format_valid for t in dropped)},
         "format_valid_rate": sum(t.format_valid for t in trajectories) / total,

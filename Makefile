@@ -35,12 +35,17 @@ $(RECRL_CACHE)/.stamp-models: $(VENV)/.stamp-deps rollout/models.py
 	$(PY) -c "from rollout.models import resolve_model; resolve_model('smollm2-135m-instruct'); resolve_model('tiny-random')"
 	touch $@
 
+# What only the tests need (the quickstart does not): Debian's Chromium, for the HTML report's browser test.
+$(VENV)/.stamp-chromium: launch/install_chromium.sh
+	bash launch/install_chromium.sh
+	touch $@
+
 setup: $(VENV)/.stamp-deps $(RECRL_CACHE)/.stamp-models
 
 quickstart: setup
 	$(VENV)/bin/recrl quickstart
 
-test: setup
+test: setup $(VENV)/.stamp-chromium
 	$(PY) -m pytest
 
 bench: setup

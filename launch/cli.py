@@ -12,6 +12,8 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from launch import report, submit
+
 if TYPE_CHECKING:
     from launch.config import RunConfig
 
@@ -82,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     server.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
     server.add_argument("--max-batch", type=int, default=16, help="conversations per generate call (default 16)")
+    submit.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 
@@ -102,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recrl serve: error: {error}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "submit":  # talks to a cluster's job server: no config, no run here
+        try:
+            return submit.main(args)
+        except (FileNotFoundError, ValueError) as error:
+            print(f"recrl submit: error: {error}", file=sys.stderr)
+            return 1
+    if args.command == "report":  # reads a run folder only: no config, no run
+        return report.main(args)
     if args.command == "compare":  # reads eval.json only: no config, no run
         try:
             return compare(args.eval_json, args.pairs, num_resamples=args.resamples, seed=args.seed,

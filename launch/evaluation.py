@@ -30,6 +30,8 @@ BASELINE_METHODS = tuple(BASELINES)
 
 LogSamples = Callable[[str, list[dict[str, Any]]], None]
 """Receives a method's name and its first evaluation episodes as ``rl.tables.trajectory_rows``."""
+SAMPLES_DIR = "samples"
+"""The run's folder of sample evaluation episodes in full: ``<method>.jsonl``, a ``Trajectory.to_row`` a line."""
 
 
 def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
@@ -40,7 +42,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
     method, so an interrupted evaluation keeps what it finished; a rerun on the same tasks reuses a
     student's results while its weights and the evaluation settings are unchanged. ``log_samples``
     gets ``eval.sample_trajectories`` episodes of every method that played (the ranking baselines,
-    scored without episodes, and reused results have none).
+    scored without episodes, and reused results have none); the same episodes are saved in full in
+    ``samples/<method>.jsonl`` (``samples.<tasks file name>/`` for ``tasks_file``).
     """
     from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
     from teachers.pipeline import TeacherWorker
@@ -55,6 +58,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
         raise ValueError(f"unknown eval method(s) {unknown}; available: {list(known)}")
     paths = RunPaths(Path(config.run_dir))
     out_path = paths.eval_json if tasks_file is None else paths.root / f"eval.{Path(tasks_file).stem}.json"
+    samples_dir = paths.root / (SAMPLES_DIR if tasks_file is None else f"{SAMPLES_DIR}.{Path(tasks_file).stem}")
     catalog, train_tasks, eval_tasks = stage_data(config)
     if tasks_file is not None:
         tasks = tasks_from_file(tasks_file, catalog, max_history=config.data.max_history)
@@ -94,7 +98,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                 teacher = config.teacher
                 worker = TeacherWorker(spec, teacher, teacher_weights(config, spec, train_tasks))
                 trajectories = worker.play(tasks)
-                log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories)
+                log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
+                                episodes_dir=samples_dir)
                 ranks[method] = [t.rank for t in trajectories]
                 methods[method] = trajectory_metrics(trajectories)
             elif method in STUDENTS:
@@ -112,7 +117,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                 else:
                     workers, loaded = load_student(workers, config, spec, adapter), True
                     trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
-                    log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories)
+                    log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
+                                    episodes_dir=samples_dir)
                     ranks[method] = [t.rank for t in trajectories]
                     methods[method] = trajectory_metrics(trajectories)
                 if config.eval.best_of_k and method in config.eval.best_of_k_methods:
@@ -137,9 +143,15 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
 
 
 def log_sample_rows(log_samples: LogSamples | None, method: str, trajectories: Sequence[Trajectory],
-                    tasks: Sequence, limit: int) -> None:
-    """Hands the first ``limit`` of a method's episodes, as table rows, to ``log_samples`` (if any)."""
-    if log_samples is not None and limit > 0:
+                    tasks: Sequence, limit: int, *, episodes_dir: Path) -> None:
+    """Hands the first ``limit`` of a method's episodes, as table rows, to ``log_samples`` (if any), and
+    writes them in full to ``episodes_dir/<method>.jsonl`` (``Trajectory.from_row`` reads a line back)."""
+    if limit <= 0:
+        return
+    episodes_dir.mkdir(parents=True, exist_ok=True)
+    (episodes_dir / f"{method}.jsonl").write_text(
+        "".join(json.dumps(t.to_row()) + "\n" for t in trajectories[:limit]), encoding="utf-8")
+    if log_samples is not None:
         from rl.tables import trajectory_rows
 
         log_samples(method, trajectory_rows(trajectories, limit, tasks=tasks))
@@ -260,7 +272,8 @@ def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, 
                 workers, trajectories = student_episodes(workers, paths, config, spec, tasks, method, skipped)
                 if trajectories is None:
                     continue
-            log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories)
+            log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
+                            episodes_dir=paths.root / SAMPLES_DIR)
             metrics, values[method] = score(trajectories)
             methods[method] = {**metrics, "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
             paths.eval_json.write_text(json.dumps(report, indent=2))

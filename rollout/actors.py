@@ -18,13 +18,15 @@ log = logging.getLogger(__name__)
 
 
 def init_ray(*, address: str | None = None) -> None:
-    """Starts (or joins) Ray once. Locally, logical CPUs are at least 16 so the rollout workers, a
-    group of learners and the reference all fit on a 2-core laptop (each actor reserves one); they
-    take turns, so they do not oversubscribe in practice."""
+    """Starts (or joins) Ray once. A cluster is joined at ``address``, else at ``RAY_ADDRESS`` (which
+    Ray sets for a submitted job's driver and which SLURM scripts export). Locally, logical CPUs are
+    at least 16 so the rollout workers, a group of learners and the reference all fit on a 2-core
+    laptop (each actor reserves one); they take turns, so they do not oversubscribe in practice."""
     import ray
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:

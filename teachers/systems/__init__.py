@@ -13,6 +13,7 @@ from typing import Any
 from envs.registry import env_class
 from envs.types import DialogueTask, RankingTask, RatingTask
 from teachers.backends.base import ChatBackend, ChatParams
+from teachers.systems.settings import SystemSettings
 
 SYSTEMS = {
     "mars": ("teachers.systems.mars", "MARSTeacher", (RankingTask.kind,)),
@@ -44,15 +45,7 @@ def make_system(name: str, env_spec: Any, backend: ChatBackend, params: ChatPara
     if kind not in kinds:
         raise ValueError(f"teacher.system {name} plays {' or '.join(kinds)} tasks, not {env.env_id}'s {kind} tasks")
     system = getattr(importlib.import_module(module), class_name)
-    offered = [tool for tool in tools if tool in env.tools]
-    if name == "macrs":
-        return system(env_spec.catalog, backend, params, concurrency=concurrency)
-    if name == "macrec":
-        return system(env_spec.catalog, backend, params, tools=offered, reflection_strategy=reflection_strategy,
-                      max_turns=env.max_turns, concurrency=concurrency)
-    if name == "alpha_umi":
-        if not env.plan_turns:
-            raise ValueError("teacher.system alpha_umi needs env.plan_turns: true (its planner's turns are plans alone)")
-        return system(env_spec.catalog, backend, params, tools=offered, num_recommend=num_recommend,
-                      max_turns=env.max_turns, concurrency=concurrency)
-    return system(env_spec.catalog, backend, params, tools=offered, num_recommend=num_recommend, concurrency=concurrency)
+    settings = SystemSettings(tools=tuple(tool for tool in tools if tool in env.tools), num_recommend=num_recommend,
+                              max_turns=env.max_turns, plan_turns=env.plan_turns, concurrency=concurrency,
+                              reflection_strategy=reflection_strategy)
+    return system.from_settings(env_spec.catalog, backend, params, settings)

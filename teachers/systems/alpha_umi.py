@@ -37,6 +37,7 @@ from rollout.routing import CALLER, HANDOVER, PLANNER, SUMMARIZER, handover
 from rollout.routing import alpha_umi as next_role
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.systems.roles import Roles
+from teachers.systems.settings import SystemSettings
 from teachers.systems.text import clean, ids_in, stopped
 
 ROLES = (PLANNER, CALLER, SUMMARIZER)
@@ -62,6 +63,16 @@ class AlphaUMiTeacher(TextAgent):
     """
 
     role = "alpha_umi"
+
+    @classmethod
+    def from_settings(cls, catalog: Catalog, backend: ChatBackend, params: ChatParams,
+                      settings: SystemSettings) -> "AlphaUMiTeacher":
+        """alpha-UMi with the run's tools, ranking length, turn budget and concurrency; its planner's
+        turns are plans alone, so the env must allow them (``env.plan_turns``)."""
+        if not settings.plan_turns:
+            raise ValueError("teacher.system alpha_umi needs env.plan_turns: true (its planner's turns are plans alone)")
+        return cls(catalog, backend, params, tools=settings.tools, num_recommend=settings.num_recommend,
+                   max_turns=settings.max_turns, concurrency=settings.concurrency)
 
     def __init__(self, catalog: Catalog, backend: ChatBackend, params: ChatParams, *, tools: Sequence[str],
                  num_recommend: int = 5, max_turns: int | None = None, concurrency: int = 8):

@@ -60,6 +60,7 @@ from rollout.engines.base import derive_seed
 from rollout.episode import AgentTurn, Episode, TextAgent
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.systems.roles import Roles
+from teachers.systems.settings import SystemSettings
 from teachers.systems.text import clean, ids_in, stopped
 
 ROLES = ("manager_thought", "manager_action", "analyst", "searcher", "reflector", "interpreter")
@@ -191,6 +192,13 @@ class MACRecTeacher(TextAgent):
     """
 
     role = "macrec"
+
+    @classmethod
+    def from_settings(cls, catalog: Catalog, backend: ChatBackend, params: ChatParams,
+                      settings: SystemSettings) -> "MACRecTeacher":
+        """MACRec with the run's tools, reflection strategy, turn budget and concurrency."""
+        return cls(catalog, backend, params, tools=settings.tools, reflection_strategy=settings.reflection_strategy,
+                   max_turns=settings.max_turns, concurrency=settings.concurrency)
 
     def __init__(self, catalog: Catalog, backend: ChatBackend, params: ChatParams, *, tools: Sequence[str],
                  task: str | None = None, reflection_strategy: str = "reflexion", max_trials: int = 2,

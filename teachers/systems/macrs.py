@@ -46,6 +46,7 @@ from rollout.episode import Episode, TextAgent
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.crs_policies import ASKS
 from teachers.systems.roles import Roles
+from teachers.systems.settings import SystemSettings
 from teachers.systems.text import clean, ids_in
 
 ROLES = ("reflection", "shortlist", "planner", *DIALOGUE_ACTS)
@@ -141,6 +142,12 @@ class MACRSTeacher(TextAgent):
     """
 
     role = "macrs"
+
+    @classmethod
+    def from_settings(cls, catalog: Catalog, backend: ChatBackend, params: ChatParams,
+                      settings: SystemSettings) -> "MACRSTeacher":
+        """MACRS with the run's concurrency (its acts are its tools)."""
+        return cls(catalog, backend, params, concurrency=settings.concurrency)
 
     def __init__(self, catalog: Catalog, backend: ChatBackend, params: ChatParams, *, max_drafts: int = 2,
                  max_recommend: int = 1, history_messages: int = 8, max_notes: int = 3, concurrency: int = 8):

@@ -27,6 +27,7 @@ from envs.types import Catalog, RankingTask, ToolCall
 from rollout.episode import Episode, TextAgent
 from teachers.backends.base import ChatBackend, ChatParams
 from teachers.systems.roles import Roles
+from teachers.systems.settings import SystemSettings
 from teachers.systems.text import clean, ids_in, named, stopped
 
 ANALYSTS = ("profile", "historical", "recent", "divergence")
@@ -53,6 +54,13 @@ class MARSTeacher(TextAgent):
     """
 
     role = "mars"
+
+    @classmethod
+    def from_settings(cls, catalog: Catalog, backend: ChatBackend, params: ChatParams,
+                      settings: SystemSettings) -> "MARSTeacher":
+        """MARS with the run's tools, ranking length and concurrency."""
+        return cls(catalog, backend, params, tools=settings.tools, num_recommend=settings.num_recommend,
+                   concurrency=settings.concurrency)
 
     def __init__(self, catalog: Catalog, backend: ChatBackend, params: ChatParams, *, tools: Sequence[str],
                  num_recommend: int = 5, concurrency: int = 8):

@@ -40,12 +40,17 @@ $(VENV)/.stamp-chromium: launch/install_chromium.sh
 	bash launch/install_chromium.sh
 	touch $@
 
+# Debian's slurm-wlm and munge, for the SLURM test that runs a one-node Slurm.
+$(VENV)/.stamp-slurm: launch/slurm/local_cluster.sh
+	bash launch/slurm/local_cluster.sh install
+	touch $@
+
 setup: $(VENV)/.stamp-deps $(RECRL_CACHE)/.stamp-models
 
 quickstart: setup
 	$(VENV)/bin/recrl quickstart
 
-test: setup $(VENV)/.stamp-chromium
+test: setup $(VENV)/.stamp-chromium $(VENV)/.stamp-slurm
 	$(PY) -m pytest
 
 bench: setup

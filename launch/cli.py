@@ -12,7 +12,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from launch import report, slurm, submit
+from launch import report, slurm, submit, verl_export
 
 if TYPE_CHECKING:
     from launch.config import RunConfig
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_parser(sub)
     report.add_parser(sub)
     slurm.add_parser(sub)
+    verl_export.add_parser(sub)
     return parser
 
 
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as error:
             print(f"recrl submit: error: {error}", file=sys.stderr)
             return 1
+    if args.command == "export":  # its own config loading: a folder for another trainer
+        return verl_export.main(args)
     if args.command == "slurm":  # writes (and submits) a batch script: the run happens in the job
         return slurm.main(args)
     if args.command == "report":  # reads a run folder only: no config, no run
@@ -180,6 +183,8 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
         return False
 
     # WANDB_MODE in the environment beats the config; the process environment is never changed.
+    if command == "train" and config.backend == "verl":  # veRL trains, in its own environment
+        return verl_export.train_with_verl(config)
     mode = os.environ.get("WANDB_MODE") or config.logging.mode
     if command in ("curate", "train", "eval", "quickstart"):
         for warning in stages.turn_budget_warnings(config):

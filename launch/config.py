@@ -117,12 +117,19 @@ class LoggingConfig:
                               f"use {', '.join(CHECKPOINT_ARTIFACTS)}")
 
 
+BACKENDS = ("recrl", "verl")
+"""Who trains in ``recrl train``."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One run: every stage reads its section."""
 
     run_dir: str = "runs/default"
     """Where datasets, checkpoints, eval.json and the W&B run go."""
+    backend: str = "recrl"
+    """Who trains in ``recrl train``: recrl (our GRPO driver) or verl (export to ``<run_dir>/verl``, then
+    veRL's trainer in ``.venv-verl``)."""
     seed: int = 0
     """Global seed."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -139,6 +146,10 @@ class RunConfig:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"bad value for 'backend': '{self.backend}'; use {' or '.join(BACKENDS)}")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -1,6 +1,5 @@
 """veRL's reward manager, loaded from the generated config, scores with our compute_score."""
 
-import asyncio
 
 import numpy as np
 import torch

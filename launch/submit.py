@@ -12,6 +12,7 @@ import asyncio
 import os
 import shlex
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ UPLOAD_EXCLUDES = [".git", ".venv", ".venv-*", ".cache", "runs", "wandb", "__pyc
 FORWARDED_PREFIXES = ("WANDB_",)
 """Local environment variables passed on to the job (W&B settings), besides ``--env``."""
 EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 2}
+AGENT_WAIT_S = 60.0
+"""How long a submission waits for the head's job agent to come up."""
 
 __all__ = ["add_parser", "job_env", "main", "resolve_address", "runtime_env", "run_dir_warning"]
 
@@ -138,12 +141,26 @@ def main(args: argparse.Namespace) -> int:
         return 2
     if warning := run_dir_warning(entrypoint):
         print(f"[submit] warning: {warning}")
-    job_id = client.submit_job(entrypoint=shlex.join(entrypoint), submission_id=args.job_id,
+    job_id = submit_when_ready(client, entrypoint=shlex.join(entrypoint), submission_id=args.job_id,
                                runtime_env=runtime_env(args.working_dir, job_env(args.env)))
     print(f"[submit] job {job_id} submitted to {address}")
     if args.no_wait:
         return 0
     return follow(client, job_id)
+
+
+def submit_when_ready(client: Any, *, timeout: float = AGENT_WAIT_S, **job: Any) -> str:
+    """``client.submit_job(**job)``, retried while the head's job agent is not up yet (it starts a
+    little after the dashboard, so a job submitted right after ``ray start`` may find none)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as error:
+            if "No available agent" not in str(error) or time.monotonic() > deadline:
+                raise
+            print("[submit] the cluster's job agent is not up yet; retrying", flush=True)
+            time.sleep(3)
 
 
 def follow(client: Any, job_id: str) -> int:

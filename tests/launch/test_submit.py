@@ -45,6 +45,9 @@ def ray_head():
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={free_port()}", "--dashboard-host=127.0.0.1",
          f"--dashboard-port={dashboard.rsplit(':', 1)[1]}", "--num-cpus=16", "--include-dashboard=true",
+         # not the default agent port (52365), which another Ray on this machine (the ray_local
+         # fixture's) may hold: the head's job agent would then never come up
+         f"--dashboard-agent-listen-port={free_port()}",
          f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -124,3 +127,25 @@ def test_a_failing_job_shows_its_error_and_exits_non_zero(ray_head, tmp_path, ca
     out = capsys.readouterr().out
     assert "recrl-broken FAILED" in out and str(missing) in out
     assert main(["submit", "--address", ray_head, "--status", "recrl-broken"]) == 1
+
+
+def test_a_submission_waits_for_the_job_agent_then_gives_up_on_other_errors(monkeypatch):
+    from launch import submit
+
+    monkeypatch.setattr(submit.time, "sleep", lambda seconds: None)
+
+    class Client:  # the head answers "no agent" twice, then takes the job
+        def __init__(self, errors):
+            self.errors = list(errors)
+
+        def submit_job(self, **job):
+            if self.errors:
+                raise RuntimeError(self.errors.pop(0))
+            return job["submission_id"]
+
+    no_agent = "Request failed with status code 500: No available agent to submit job, please try again later."
+    assert submit.submit_when_ready(Client([no_agent, no_agent]), submission_id="a") == "a"
+    with pytest.raises(RuntimeError, match="bad entrypoint"):
+        submit.submit_when_ready(Client(["bad entrypoint"]), submission_id="b")
+    with pytest.raises(RuntimeError, match="No available agent"):
+        submit.submit_when_ready(Client([no_agent] * 3), timeout=-1, submission_id="c")

@@ -30,8 +30,6 @@ BASELINE_METHODS = tuple(BASELINES)
 
 LogSamples = Callable[[str, list[dict[str, Any]]], None]
 """Receives a method's name and its first evaluation episodes as ``rl.tables.trajectory_rows``."""
-SAMPLES_DIR = "samples"
-"""The run's folder of sample evaluation episodes in full: ``<method>.jsonl``, a ``Trajectory.to_row`` a line."""
 
 
 def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
@@ -58,7 +56,9 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
         raise ValueError(f"unknown eval method(s) {unknown}; available: {list(known)}")
     paths = RunPaths(Path(config.run_dir))
     out_path = paths.eval_json if tasks_file is None else paths.root / f"eval.{Path(tasks_file).stem}.json"
-    samples_dir = paths.root / (SAMPLES_DIR if tasks_file is None else f"{SAMPLES_DIR}.{Path(tasks_file).stem}")
+    samples_dir = paths.eval_samples
+    if tasks_file is not None:
+        samples_dir = samples_dir.with_name(f"{samples_dir.name}.{Path(tasks_file).stem}")
     catalog, train_tasks, eval_tasks = stage_data(config)
     if tasks_file is not None:
         tasks = tasks_from_file(tasks_file, catalog, max_history=config.data.max_history)
@@ -273,7 +273,7 @@ def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, 
                 if trajectories is None:
                     continue
             log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
-                            episodes_dir=paths.root / SAMPLES_DIR)
+                            episodes_dir=paths.eval_samples)
             metrics, values[method] = score(trajectories)
             methods[method] = {**metrics, "format_rate": sum(t.format_valid for t in trajectories) / len(trajectories)}
             paths.eval_json.write_text(json.dumps(report, indent=2))

@@ -22,13 +22,11 @@ from typing import Any
 
 from envs.types import Trajectory
 from launch import report_html as html
+from launch.paths import RunPaths
 
 __all__ = ["Panel", "add_parser", "build_report", "curve_panels", "main"]
 
 REPORT_DIR = "report"
-SAMPLES_DIR = "samples"
-"""Where ``recrl eval`` saves sample episodes in full (``launch.evaluation.SAMPLES_DIR``; not imported
-from there, which would load torch)."""
 DEFAULT_EPISODES = 3
 
 
@@ -155,7 +153,7 @@ class Run:
     def eval_report(self) -> dict:
         """The parsed ``eval.json``; ``Missing`` without one."""
         if self._eval is None:
-            path = self.root / "eval.json"
+            path = RunPaths(self.root).eval_json
             if not path.is_file():
                 raise Missing(f"no eval.json: `recrl eval` scores the baselines, teacher and students ({path})")
             self._eval = json.loads(path.read_text(encoding="utf-8"))
@@ -236,7 +234,7 @@ def eval_episodes_section(run: Run) -> str:
         order = list(run.eval_report().get("methods") or {})
     except (Missing, ValueError):
         order = []
-    folder = run.root / SAMPLES_DIR
+    folder = RunPaths(run.root).eval_samples
     files = {path.stem: path for path in sorted(folder.glob("*.jsonl"))} if folder.is_dir() else {}
     tables: dict[str, tuple[int, Path]] = {}  # tables/eval/samples_<method>-<step>.jsonl: the latest step
     for path in sorted((run.root / "tables" / "eval").glob("samples_*-*.jsonl")):
@@ -260,12 +258,12 @@ def eval_episodes_section(run: Run) -> str:
         blocks.append(f"<h3>{html.esc(method)}</h3>{body}")
     if not blocks:
         raise Missing(f"no sample episodes: `recrl eval` saves eval.sample_trajectories episodes of each method that "
-                      f"plays in {SAMPLES_DIR}/ (the ranking baselines score without episodes)")
+                      f"plays in {RunPaths(run.root).eval_samples.name}/ (the ranking baselines score without episodes)")
     return "".join(blocks)
 
 
 def teacher_episodes_section(run: Run) -> str:
-    path = run.root / "teacher" / "dataset"
+    path = RunPaths(run.root).teacher_dataset
     if not path.is_dir():
         raise Missing("no teacher/dataset: `recrl teach` writes the teacher's episodes there")
     import datasets  # lazy and direct (not teachers.pipeline.read_dataset): decode only the rows shown

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from envs.registry import env_class
 from envs.conversational import dialogue_task
 from envs.types import Catalog, DialogueTask, RankingTask, RatingTask, Task
 from launch.config import DataConfig, RunConfig
+from launch.paths import RunPaths
 from launch.placement import Placement, PlacementConfig
 from rollout.actors import init_ray, map_actors, release, spawn
 from rollout.agents import POLICY
@@ -50,57 +51,6 @@ CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic
 FILE_CATALOGS: dict[str, Callable[[str], Catalog]] = {"amazon": load_amazon, "redial": load_redial}
 """Datasets read from ``data.path``."""
 Log = Callable[[dict, int], None]
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where each stage puts its output."""
-
-    root: Path
-
-    @property
-    def train_tasks(self) -> Path:
-        return self.root / "data" / "train_tasks.jsonl"
-
-    @property
-    def eval_tasks(self) -> Path:
-        return self.root / "data" / "eval_tasks.jsonl"
-
-    @property
-    def teacher_dataset(self) -> Path:
-        return self.root / "teacher" / "dataset"
-
-    @property
-    def teacher_fusion(self) -> Path:
-        return self.root / "teacher" / "fusion.json"
-
-    @property
-    def signals(self) -> Path:
-        return self.root / "signals"
-
-    @property
-    def curriculum_samples(self) -> Path:
-        return self.root / "curriculum-samples.jsonl"
-
-    @property
-    def curriculum(self) -> Path:
-        return self.root / "curriculum"
-
-    @property
-    def sft_adapter(self) -> Path:
-        return self.root / "sft" / "adapter"
-
-    @property
-    def grpo_checkpoints(self) -> Path:
-        return self.root / "grpo"
-
-    @property
-    def final_adapter(self) -> Path:
-        return self.root / "adapter"
-
-    @property
-    def eval_json(self) -> Path:
-        return self.root / "eval.json"
 
 
 def load_catalog(name: str, path: str = "") -> Catalog:

@@ -1,0 +1,62 @@
+"""Where each stage of a run puts its output (no heavy imports: ``recrl report`` reads runs with it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage puts its output."""
+
+    root: Path
+
+    @property
+    def train_tasks(self) -> Path:
+        return self.root / "data" / "train_tasks.jsonl"
+
+    @property
+    def eval_tasks(self) -> Path:
+        return self.root / "data" / "eval_tasks.jsonl"
+
+    @property
+    def teacher_dataset(self) -> Path:
+        return self.root / "teacher" / "dataset"
+
+    @property
+    def teacher_fusion(self) -> Path:
+        return self.root / "teacher" / "fusion.json"
+
+    @property
+    def signals(self) -> Path:
+        return self.root / "signals"
+
+    @property
+    def curriculum_samples(self) -> Path:
+        return self.root / "curriculum-samples.jsonl"
+
+    @property
+    def curriculum(self) -> Path:
+        return self.root / "curriculum"
+
+    @property
+    def sft_adapter(self) -> Path:
+        return self.root / "sft" / "adapter"
+
+    @property
+    def grpo_checkpoints(self) -> Path:
+        return self.root / "grpo"
+
+    @property
+    def final_adapter(self) -> Path:
+        return self.root / "adapter"
+
+    @property
+    def eval_json(self) -> Path:
+        return self.root / "eval.json"
+
+    @property
+    def eval_samples(self) -> Path:
+        """Sample evaluation episodes in full: ``<method>.jsonl``, a ``Trajectory.to_row`` a line."""
+        return self.root / "samples"

@@ -31,6 +31,7 @@ from rewards.ranking import rank_of
 __all__ = [
     "COMPLETION_TASKS",
     "CompletionTask",
+    "completion_scores",
     "completion_trajectory",
     "compute_score",
     "ranking_outcome",
@@ -209,9 +210,20 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any,
     >>> compute_score("RatingPrediction-v0", "<answer>3</answer>", 4.0)  # format 1 + rp_v1 -1
     0.0
     """
+    total, _ = completion_scores(data_source, solution_str, ground_truth, extra_info)
+    return total
+
+
+def completion_scores(data_source: str, solution_str: str, ground_truth: Any,
+                      extra_info: Mapping[str, Any] | None = None) -> tuple[float, dict[str, float]]:
+    """``compute_score``'s weighted total of ``solution_str``, and each reward's value by name.
+
+    >>> completion_scores("SequentialRec-v0", "<recommend>9, 4</recommend>", "4",
+    ...                   {"candidate_item_ids": ["4", "9", "5"], "reward_weights": {"mrr": 1.0}})
+    (0.5, {'mrr': 0.5})
+    """
     task = completion_task(data_source)
     extra = dict(extra_info or {})
     weights = extra.pop("reward_weights", None) or task.default_weights
     row = {**extra, task.truth_column: ground_truth}
-    total, _ = score(completion_trajectory(data_source, solution_str, row, source="verl"), weights)
-    return total
+    return score(completion_trajectory(data_source, solution_str, row, source="verl"), weights)

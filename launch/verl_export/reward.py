@@ -3,8 +3,9 @@
 veRL's reward managers call it for every response an agent loop did not score itself: single-turn
 completions (``single_turn_agent``). The exported ``recrl_episode`` loop scores its own episodes with
 the same rewards and weights (``launch.verl_export.agent_loop``). Scoring is
-``rewards.adapters``': the completion is a one-turn episode of the row's env (``data_source``), its
-outcome built against ``ground_truth``, its rewards composed with the row's ``reward_weights``.
+``rewards.adapters.completion_scores``: the completion is a one-turn episode of the row's env
+(``data_source``), its outcome built against ``ground_truth``, its rewards composed with the row's
+``reward_weights``.
 The return value is veRL's dict form: ``score`` (what it trains on) and each reward's value as
 ``reward/<name>`` (what it logs).
 """
@@ -14,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rewards.adapters import completion_task, completion_trajectory
-from rewards.compose import score
+from rewards.adapters import completion_scores, completion_task
 
 SCORED_EXTRA_INFO = ("candidate_item_ids", "task_id")
 """The ``extra_info`` fields an outcome reads (veRL adds its own, such as ``num_turns``, beside ours)."""
@@ -54,9 +54,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any,
     (2.0, 1.0)
     """
     extra = dict(extra_info or {})
-    weights = row_weights(extra, completion_task(data_source).default_weights)
     row = {name: extra[name] for name in SCORED_EXTRA_INFO if extra.get(name) is not None}
-    row[completion_task(data_source).truth_column] = ground_truth
-    trajectory = completion_trajectory(data_source, solution_str, row, source="verl")
-    total, values = score(trajectory, weights)
+    row["reward_weights"] = row_weights(extra, completion_task(data_source).default_weights)
+    total, values = completion_scores(data_source, solution_str, ground_truth, row)
     return {"score": total, **{f"reward/{name}": value for name, value in values.items()}}

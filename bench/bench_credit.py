@@ -31,17 +31,27 @@ KEPT = ("data", "signals", "teacher", "sft", "curriculum")
 """What each arm reuses from the run folder (GRPO, evaluation and logs start afresh)."""
 
 
+def saved_config(run_dir: Path) -> Path:
+    """The configuration ``run_dir``'s curation ran with, as ``recrl quickstart`` or ``recrl curate`` saved it."""
+    for command in ("quickstart", "curate"):
+        if (run_dir / f"config.{command}.yaml").is_file():
+            return run_dir / f"config.{command}.yaml"
+    raise FileNotFoundError(f"{run_dir} holds no config.quickstart.yaml or config.curate.yaml: "
+                            "run `recrl quickstart` or `recrl curate` there first")
+
+
 def run_arm(run_dir: Path, work: Path, credit: str, args) -> dict:
-    """GRPO with ``credit`` in a copy of ``run_dir``, then its student on the held-out sample."""
+    """GRPO with ``credit`` in a copy of ``run_dir``, then its student on the held-out sample. An arm
+    folder left by an interrupted bench is reused: ``recrl train`` resumes from its last checkpoint."""
     arm = work / credit
-    arm.mkdir(parents=True)
-    for name in KEPT:
-        if (run_dir / name).exists():
-            shutil.copytree(run_dir / name, arm / name)
-    shutil.copy(run_dir / "config.quickstart.yaml", arm / "config.quickstart.yaml")
+    if not arm.is_dir():
+        arm.mkdir(parents=True)
+        for name in KEPT:
+            if (run_dir / name).exists():
+                shutil.copytree(run_dir / name, arm / name)
     overrides = [f"run_dir={arm}", f"grpo.credit={credit}", f"grpo.steps={args.steps}",
                  "eval.methods=[student_grpo]", f"eval.num_tasks={args.tasks}", "eval.best_of_k=[]"]
-    config = str(run_dir / "config.quickstart.yaml")
+    config = str(saved_config(run_dir))
     began = time.perf_counter()
     if recrl(["train", "--config", config, *overrides]) != 0:
         raise RuntimeError(f"training with credit={credit} failed")
@@ -61,14 +71,19 @@ def main() -> None:
     parser.add_argument("--credits", nargs="+", choices=CREDITS, default=list(CREDITS))
     parser.add_argument("--steps", type=int, default=8, help="GRPO steps per arm")
     parser.add_argument("--tasks", type=int, default=200, help="held-out users each student is scored on (0: all)")
+    parser.add_argument("--work", help="a folder for the arms' runs, kept so that an interrupted bench resumes "
+                                       "(default: a temporary folder, removed at the end)")
+    parser.add_argument("--out", help="also write every arm's rewards, ranks and metrics to this JSON file")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     run_dir = Path(args.run_dir)
     results = {}
-    with tempfile.TemporaryDirectory(prefix="bench-credit-") as work:
+    with tempfile.TemporaryDirectory(prefix="bench-credit-") as scratch:
         for credit in args.credits:
-            results[credit] = run_arm(run_dir, Path(work), credit, args)
+            results[credit] = run_arm(run_dir, Path(args.work or scratch), credit, args)
             print(f"[{credit}] {results[credit]['metrics']}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
     base = results[args.credits[0]]
     print(f"\nGRPO from {run_dir}'s SFT adapter, {args.steps} steps each; {len(base['ranks'])} held-out users\n")
     print("| credit | reward, first step | reward, mean of last 3 | HR@1 | hr_avg | NDCG@5 | format | train (s) |")
@@ -78,13 +93,15 @@ def main() -> None:
         print(f"| {credit} | {rewards[0]:.3f} | {sum(rewards[-3:]) / len(rewards[-3:]):.3f} | {metrics['hr@1']:.3f} | "
               f"{metrics['hr_avg']:.3f} | {metrics['ndcg@5']:.3f} | {metrics['format_rate']:.3f} | "
               f"{result['train_seconds']:.0f} |")
-    print(f"\n| arm minus {args.credits[0]} | hr_avg diff | 95% CI | NDCG@5 diff | 95% CI |\n|---|---|---|---|---|")
+    compared = ("hr_avg", "hr@1", "ndcg@5")
+    print(f"\n| arm minus {args.credits[0]} | " + " | ".join(f"{metric} diff [95% CI]" for metric in compared) +
+          " | users ranked differently |\n|---|" + "---|" * (len(compared) + 1))
     for credit, result in list(results.items())[1:]:
         assert result["task_ids"] == base["task_ids"]
-        pair = paired_bootstrap(result["ranks"], base["ranks"], metrics=("hr_avg", "ndcg@5"))
-        print(f"| {credit} | {pair['hr_avg']['diff']:+.3f} | [{pair['hr_avg']['low']:+.3f}, {pair['hr_avg']['high']:+.3f}] | "
-              f"{pair['ndcg@5']['diff']:+.3f} | [{pair['ndcg@5']['low']:+.3f}, {pair['ndcg@5']['high']:+.3f}] |")
-
+        pair = paired_bootstrap(result["ranks"], base["ranks"], metrics=compared)
+        differ = sum(a != b for a, b in zip(result["ranks"], base["ranks"]))
+        print(f"| {credit} | " + " | ".join(f"{pair[metric]['diff']:+.3f} [{pair[metric]['low']:+.3f}, "
+                                           f"{pair[metric]['high']:+.3f}]" for metric in compared) + f" | {differ} |")
 
 if __name__ == "__main__":
     main()

@@ -195,9 +195,10 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
             _, train_tasks, eval_tasks = stages.stage_data(config)
             print(f"[data] {len(train_tasks)} training tasks, {len(eval_tasks)} held-out tasks")
         if command == "teach" or (command == "quickstart" and not reused("teach")):
-            stats = stages.stage_teach(config)
-            tracker.summary({f"teacher/{k}": v for k, v in stats.items()})
-            print(f"[teach] {json.dumps(stats)}")
+            card = stages.stage_teach(config)
+            figures = {name: value for name, value in card.items() if isinstance(value, (int, float))}
+            tracker.summary({f"teacher/{name}": value for name, value in figures.items()})
+            print(f"[teach] {json.dumps(figures)}")
         if command == "sft" or (command == "quickstart" and not reused("sft")):
             offset = step
             losses = stages.stage_sft(config, log=log)

@@ -2,7 +2,7 @@
 
     data  -> data/train_tasks.jsonl, data/eval_tasks.jsonl
     teach -> teacher/fusion.json (signal weights), teacher/shards (every episode, resumable), teacher/dataset
-             (HF datasets: the kept ones), teacher/stats.json, teacher/card.json and card.md
+             (HF datasets: the kept ones), teacher/card.json and card.md (counts, rates, why episodes failed)
     sft   -> sft/adapter (LoRA, safetensors)
     curate -> curriculum/dataset, curriculum/counts.json (STAR's RL data; when curriculum.enabled)
     train -> grpo/step-NNNNNN (checkpoints: weights, optimizer, trainer_state.json), adapter (the final weights)
@@ -280,10 +280,10 @@ def episode_settings(config: RunConfig) -> dict[str, Any]:
             "tokenizer": config.model.name}
 
 
-def stage_teach(config: RunConfig) -> dict[str, float]:
+def stage_teach(config: RunConfig) -> dict[str, Any]:
     """Teacher episodes on the training tasks, saved shard by shard in ``teacher/shards`` (a killed
     run resumes there); the hits become the SFT dataset, described by ``teacher/card.json``."""
-    from teachers.pipeline import keep_hits, play_teacher, teacher_card, teacher_stats, write_card, write_dataset
+    from teachers.pipeline import keep_hits, play_teacher, teacher_card, write_card, write_dataset
 
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
@@ -292,19 +292,18 @@ def stage_teach(config: RunConfig) -> dict[str, float]:
     trajectories = play_teacher(spec, train_tasks, config.teacher, weights, out=paths.teacher_dataset.parent,
                                 settings=episode_settings(config))
     kept = keep_hits(trajectories, keep_hit_at=config.teacher.keep_hit_at)
-    write_card(teacher_card(trajectories, keep_hit_at=config.teacher.keep_hit_at), paths.teacher_dataset.parent)
+    card = teacher_card(trajectories, keep_hit_at=config.teacher.keep_hit_at)
+    if paths.teacher_fusion.is_file():
+        validation = json.loads(paths.teacher_fusion.read_text())["validation_hr_avg"]
+        card["validation_hr_avg_fused"] = validation["fused"]
+        card["validation_hr_avg_best_signal"] = max(v for k, v in validation.items() if k != "fused")
+    write_card(card, paths.teacher_dataset.parent)
     if not kept:
         raise RuntimeError("the teacher hit no task: nothing to learn from; check the teacher tools/config "
                            f"({paths.teacher_dataset.parent / 'card.md'} says why its episodes failed)")
     write_dataset(kept, paths.teacher_dataset)
-    stats = teacher_stats(trajectories, kept)
-    if paths.teacher_fusion.is_file():
-        validation = json.loads(paths.teacher_fusion.read_text())["validation_hr_avg"]
-        stats["validation_hr_avg_fused"] = validation["fused"]
-        stats["validation_hr_avg_best_signal"] = max(v for k, v in validation.items() if k != "fused")
-    (paths.teacher_dataset.parent / "stats.json").write_text(json.dumps(stats, indent=2))
     mark_done(config, "teach")
-    return stats
+    return card
 
 
 # sft -------------------------------------------------------------------------------------------

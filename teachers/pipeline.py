@@ -218,17 +218,6 @@ def read_dataset(path: str | Path) -> list[Trajectory]:
     return [Trajectory.from_row(row) for row in datasets.load_from_disk(str(path))]
 
 
-def teacher_stats(all_trajectories: Sequence[Trajectory], kept: Sequence[Trajectory]) -> dict[str, float]:
-    total = max(len(all_trajectories), 1)
-    return {
-        "episodes": len(all_trajectories),
-        "kept": len(kept),
-        "hit@1_rate": sum(t.rank == 1 for t in all_trajectories) / total,
-        "success_rate": sum(succeeded(t, 1) for t in all_trajectories) / total,
-        "format_rate": sum(t.format_valid for t in all_trajectories) / total,
-    }
-
-
 # the dataset card ------------------------------------------------------------------------------
 
 RANK_BINS = (("rank 1", 1, 1), ("rank 2-3", 2, 3), ("rank 4-5", 4, 5), ("rank 6+", 6, float("inf")))
@@ -273,7 +262,7 @@ def teacher_card(trajectories: Sequence[Trajectory], *, keep_hit_at: int) -> dic
     Returns:
         ``episodes`` and ``kept``; the filter's ``keep_hit_at`` and ``keep_rate``; the episodes it
         ``dropped`` for a broken format or for no hit; ``format_valid_rate`` and ``success_rate``
-        (hit@1, as in ``teacher_stats``); episodes per ``outcomes`` bin (``outcome_bin``); and, over
+        (hit@1: ``succeeded(t, 1)``); episodes per ``outcomes`` bin (``outcome_bin``); and, over
         the dropped episodes, how many failed for each of their ``failure_reasons`` (an episode may
         count under several).
     """
@@ -309,8 +298,11 @@ def card_markdown(card: Mapping[str, Any]) -> str:
              f"ones with a hit@{card['keep_hit_at']}",
              f"- dropped: {card['dropped']['format_invalid']} for a broken format, {card['dropped']['no_hit']} "
              f"well-formed without a hit@{card['keep_hit_at']}",
-             f"- format-valid rate: {card['format_valid_rate']:.1%}; success rate (hit@1): {card['success_rate']:.1%}",
-             "", "## Outcomes", "", "| outcome | episodes | share |", "| --- | ---: | ---: |"]
+             f"- format-valid rate: {card['format_valid_rate']:.1%}; success rate (hit@1): {card['success_rate']:.1%}"]
+    if "validation_hr_avg_fused" in card:
+        lines.append(f"- fused signals on the validation split: hr_avg {card['validation_hr_avg_fused']:.3f}, against "
+                     f"{card['validation_hr_avg_best_signal']:.3f} for the best single signal")
+    lines += ["", "## Outcomes", "", "| outcome | episodes | share |", "| --- | ---: | ---: |"]
     lines += [f"| {name} | {count} | {count / episodes:.1%} |" for name, count in card["outcomes"].items()]
     lines += ["", "## Why dropped episodes failed", "", "| reason | episodes |", "| --- | ---: |"]
     lines += [f"| {reason} | {count} |" for reason, count in card["failure_reasons"].items()]

@@ -22,8 +22,8 @@ def test_the_conversational_recipe_teaches_trains_and_evaluates(tmp_path, capsys
     assert main(["quickstart", "--config", "configs/crs_grpo.yaml", f"run_dir={run_dir}", *TINY]) == 0
     out = capsys.readouterr().out
     assert "crs/success" in out and "[eval] wrote" in out
-    stats = json.loads((run_dir / "teacher" / "stats.json").read_text())
-    assert stats["kept"] > 0 and stats["success_rate"] > 0.3  # the rule-based policy converses well
+    card = json.loads((run_dir / "teacher" / "card.json").read_text())
+    assert card["kept"] > 0 and card["success_rate"] > 0.3  # the rule-based policy converses well
     counts = json.loads((run_dir / "curriculum" / "counts.json").read_text())
     assert counts["candidates"] == 6 and sum(counts["successes"].values()) == 6
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -21,9 +21,9 @@ def test_the_rating_recipe_teaches_trains_and_evaluates(tmp_path, capsys):
     assert main(["quickstart", "--config", "configs/rating.yaml", f"run_dir={run_dir}", *TINY]) == 0
     out = capsys.readouterr().out
     assert "[eval] wrote" in out
-    stats = json.loads((run_dir / "teacher" / "stats.json").read_text())
-    assert stats["format_rate"] == 1.0 and 0 < stats["kept"] < stats["episodes"]
-    assert stats["kept"] == round(stats["success_rate"] * stats["episodes"])  # kept: answers within half a star
+    card = json.loads((run_dir / "teacher" / "card.json").read_text())
+    assert card["format_valid_rate"] == 1.0 and 0 < card["kept"] < card["episodes"]
+    assert card["kept"] == round(card["success_rate"] * card["episodes"])  # kept: answers within half a star
     counts = json.loads((run_dir / "curriculum" / "counts.json").read_text())
     assert counts["candidates"] == 6 and sum(counts["successes"].values()) == 6
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -12,7 +12,7 @@ from envs.tools import InteractionGraph
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
 from teachers.cf_expert import CFExpertTeacher
-from teachers.pipeline import TeacherConfig, keep_hits, play_teacher, read_dataset, teacher_stats, write_dataset
+from teachers.pipeline import TeacherConfig, keep_hits, play_teacher, read_dataset, teacher_card, write_dataset
 
 
 @pytest.fixture
@@ -58,10 +58,10 @@ def test_the_teacher_ranks_from_the_values_the_env_returns_not_from_text(spec_an
 def test_teacher_beats_random_on_planted_structure(spec_and_tasks):
     spec, tasks = spec_and_tasks
     trajectories = play_teacher(spec, tasks, TeacherConfig(num_workers=0))
-    stats = teacher_stats(trajectories, keep_hits(trajectories, keep_hit_at=1))
-    assert stats["format_rate"] == 1.0
-    assert stats["hit@1_rate"] > 3 * (1 / 20)
-    assert stats["kept"] == round(stats["hit@1_rate"] * stats["episodes"])
+    card = teacher_card(trajectories, keep_hit_at=1)
+    assert card["format_valid_rate"] == 1.0
+    assert card["success_rate"] > 3 * (1 / 20)
+    assert card["kept"] == len(keep_hits(trajectories, keep_hit_at=1)) == round(card["success_rate"] * card["episodes"])
 
 
 def test_teacher_needs_a_ranking_tool(spec_and_tasks):

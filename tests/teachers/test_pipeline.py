@@ -199,6 +199,9 @@ def test_the_card_counts_outcomes_filter_and_failure_reasons(tmp_path):
     assert json.loads((tmp_path / "card.json").read_text()) == card
     page = (tmp_path / "card.md").read_text()
     assert page == card_markdown(card) and "kept: 1 (16.7%)" in page and "| rank 2-3 | 1 | 16.7% |" in page
+    assert "validation split" not in page
+    fused = card_markdown({**card, "validation_hr_avg_fused": 0.7371, "validation_hr_avg_best_signal": 0.7362})
+    assert "- fused signals on the validation split: hr_avg 0.737, against 0.736 for the best single signal" in fused
 
 
 def test_the_card_bins_other_tasks_by_hit_miss_and_invalid():

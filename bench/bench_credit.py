@@ -24,20 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from launch.cli import main as recrl  # noqa: E402
+from launch.paths import RunPaths  # noqa: E402
 from rl.compare import paired_bootstrap  # noqa: E402
 
 CREDITS = ("episode", "rank", "turn")
 KEPT = ("data", "signals", "teacher", "sft", "curriculum")
 """What each arm reuses from the run folder (GRPO, evaluation and logs start afresh)."""
-
-
-def saved_config(run_dir: Path) -> Path:
-    """The configuration ``run_dir``'s curation ran with, as ``recrl quickstart`` or ``recrl curate`` saved it."""
-    for command in ("quickstart", "curate"):
-        if (run_dir / f"config.{command}.yaml").is_file():
-            return run_dir / f"config.{command}.yaml"
-    raise FileNotFoundError(f"{run_dir} holds no config.quickstart.yaml or config.curate.yaml: "
-                            "run `recrl quickstart` or `recrl curate` there first")
 
 
 def run_arm(run_dir: Path, work: Path, credit: str, args) -> dict:
@@ -51,7 +43,7 @@ def run_arm(run_dir: Path, work: Path, credit: str, args) -> dict:
                 shutil.copytree(run_dir / name, arm / name)
     overrides = [f"run_dir={arm}", f"grpo.credit={credit}", f"grpo.steps={args.steps}",
                  "eval.methods=[student_grpo]", f"eval.num_tasks={args.tasks}", "eval.best_of_k=[]"]
-    config = str(saved_config(run_dir))
+    config = str(RunPaths(run_dir).saved_config("quickstart", "curate"))
     began = time.perf_counter()
     if recrl(["train", "--config", config, *overrides]) != 0:
         raise RuntimeError(f"training with credit={credit} failed")

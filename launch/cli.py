@@ -153,7 +153,7 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
 
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / f"config.{command}.yaml").write_text(to_yaml(config))
+    stages.RunPaths(run_dir).config(command).write_text(to_yaml(config))
     started = time.perf_counter()
     step = 0
 

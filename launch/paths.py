@@ -60,3 +60,15 @@ class RunPaths:
     def eval_samples(self) -> Path:
         """Sample evaluation episodes in full: ``<method>.jsonl``, a ``Trajectory.to_row`` a line."""
         return self.root / "samples"
+
+    def config(self, command: str) -> Path:
+        """The configuration ``recrl <command>`` ran with (each command saves its own)."""
+        return self.root / f"config.{command}.yaml"
+
+    def saved_config(self, *commands: str) -> Path:
+        """The configuration the first of ``commands`` that ran here saved, or a FileNotFoundError."""
+        for command in commands:
+            if self.config(command).is_file():
+                return self.config(command)
+        raise FileNotFoundError(f"{self.root} holds no {' or '.join(self.config(c).name for c in commands)}: "
+                                f"run `recrl {commands[0]}` there first")

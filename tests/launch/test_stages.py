@@ -30,6 +30,16 @@ def test_the_latest_grpo_checkpoint_is_resumed_only_with_the_same_sft_and_data_o
     assert not paths.grpo_checkpoints.exists()
 
 
+def test_a_runs_saved_config_is_found_by_the_commands_that_ran(tmp_path):
+    paths = RunPaths(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"no config.quickstart.yaml or config.curate.yaml: run `recrl quickstart`"):
+        paths.saved_config("quickstart", "curate")
+    paths.config("curate").write_text("seed: 1\n")
+    assert paths.saved_config("quickstart", "curate") == tmp_path / "config.curate.yaml"
+    paths.config("quickstart").write_text("seed: 2\n")
+    assert paths.saved_config("quickstart", "curate") == tmp_path / "config.quickstart.yaml"
+
+
 def test_fingerprints_hash_the_weights(tmp_path):
     (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
     assert checkpoint_fingerprint(tmp_path) == hashlib.sha256(b"weights").hexdigest()

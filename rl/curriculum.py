@@ -3,7 +3,7 @@
 The student samples each candidate training task ``samples`` times. Tasks it always or never solves
 give GRPO groups with equal rewards (nothing to learn), so only tasks with 1 to ``samples - 1``
 successes are kept, binned by success rate (of 8 samples: hard 1-2, medium 3-5, easy 6-7), and
-mixed easy:medium:hard = 3:4:3.
+mixed easy:medium:hard = 3:4:3 (an empty bin leaves the mix).
 """
 
 from __future__ import annotations
@@ -63,15 +63,21 @@ def difficulty(successes: int, samples: int) -> str | None:
 def mix_counts(available: Mapping[str, int], mix: Sequence[float]) -> dict[str, int]:
     """How many tasks of each bin to take: the largest set in the ``mix`` proportions the bins can supply.
 
+    A bin with no task leaves the mix, and the others keep their proportions among themselves: an SFT
+    student that solves tasks either always or mostly (no hard or medium task) still gives GRPO the
+    easy ones, rather than nothing.
+
     >>> mix_counts({"easy": 30, "medium": 10, "hard": 50}, [3, 4, 3])
     {'easy': 8, 'medium': 10, 'hard': 8}
     >>> mix_counts({"easy": 5, "medium": 0, "hard": 5}, [3, 4, 3])
-    {'easy': 0, 'medium': 0, 'hard': 0}
+    {'easy': 5, 'medium': 0, 'hard': 5}
     """
-    shares = dict(zip(BINS, (weight / sum(mix) for weight in mix)))
-    limits = [available.get(name, 0) / share for name, share in shares.items() if share > 0]
-    total = min(limits)
-    return {name: min(available.get(name, 0), round(total * share)) for name, share in shares.items()}
+    weights = {name: weight for name, weight in zip(BINS, mix) if weight > 0 and available.get(name, 0) > 0}
+    if not weights:
+        return dict.fromkeys(BINS, 0)
+    shares = {name: weight / sum(weights.values()) for name, weight in weights.items()}
+    total = min(available[name] / share for name, share in shares.items())
+    return {name: min(available.get(name, 0), round(total * shares.get(name, 0))) for name in BINS}
 
 
 def curate(successes: Mapping[str, int], *, samples: int, mix: Sequence[float], seed: int

@@ -19,6 +19,17 @@ def test_mix_takes_the_largest_set_in_proportion():
     assert mix_counts({"easy": 9, "medium": 9, "hard": 9}, [0, 1, 0]) == {"easy": 0, "medium": 9, "hard": 0}
 
 
+def test_an_empty_bin_leaves_the_mix_and_the_others_keep_their_proportions():
+    # A peaked SFT student: 7 tasks solved 6-7 times of 8, none fewer; 3:4:3 would keep nothing.
+    assert mix_counts({"easy": 7, "medium": 0, "hard": 0}, [3, 4, 3]) == {"easy": 7, "medium": 0, "hard": 0}
+    # easy : hard stays 3 : 3 without medium tasks.
+    assert mix_counts({"easy": 10, "medium": 0, "hard": 4}, [3, 4, 3]) == {"easy": 4, "medium": 0, "hard": 4}
+    assert mix_counts({"easy": 0, "medium": 0, "hard": 0}, [3, 4, 3]) == {"easy": 0, "medium": 0, "hard": 0}
+    assert mix_counts({"easy": 0, "medium": 5, "hard": 0}, [1, 0, 1]) == {"easy": 0, "medium": 0, "hard": 0}
+    kept, counts = curate({"a": 8, "b": 7, "c": 0, "d": 6, "e": 8}, samples=8, mix=[3, 4, 3], seed=0)
+    assert kept == {"b": "easy", "d": "easy"} and counts["kept"] == 2
+
+
 def test_curate_keeps_sometimes_solved_tasks_in_the_mix_with_counts():
     successes = {f"t{i}": s for i, s in enumerate([0, 8, 1, 2, 3, 4, 5, 6, 7, 7, 6, 3, 0])}
     kept, counts = curate(successes, samples=8, mix=[3, 4, 3], seed=0)

@@ -103,5 +103,6 @@ def main() -> None:
         print(f"{system}: episodes/s 1 worker {rates[1]:.3f}, 2 workers {rates[2]:.3f} ({rates[2] / rates[1]:.2f}x); "
               f"one episode: teacher {teacher_s:.1f} s, student {student_s:.1f} s ({teacher_s / student_s:.1f}x)")
 
+
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ LevelDB-log blocks of 32 KiB holding chunks with a 7-byte header (CRC-32, length
 
 import json
 import struct
+import time
 
 import pytest
 
@@ -50,6 +51,23 @@ def read_records(path):
             record.ParseFromString(chunks)
             records.append(record)
     return records
+
+
+def written_records(path, *, timeout=60.0):
+    """The records of a finished run's ``.wandb`` file once it holds the run's ``exit`` record: wandb's
+    core process writes the file in the background, and on a loaded machine it can still be writing
+    when ``finish`` has returned."""
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = read_records(path)
+        except (DecodeError, struct.error):  # a header or a record still being written
+            records = []
+        if by_type(records, "exit") or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 def by_type(records, name):
@@ -145,7 +163,7 @@ def test_an_offline_run_holds_the_metrics_the_table_and_the_model_artifact(tmp_p
 
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
     (records_file,) = offline_run.glob("run-*.wandb")
-    records = read_records(records_file)
+    records = written_records(records_file)
     (run,) = by_type(records, "run")
     assert {item.key: json.loads(item.value_json) for item in run.config.update}["grpo"] == {"lr": 1e-5}
 

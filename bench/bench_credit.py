@@ -95,5 +95,6 @@ def main() -> None:
         print(f"| {credit} | " + " | ".join(f"{pair[metric]['diff']:+.3f} [{pair[metric]['low']:+.3f}, "
                                            f"{pair[metric]['high']:+.3f}]" for metric in compared) + f" | {differ} |")
 
+
 if __name__ == "__main__":
     main()

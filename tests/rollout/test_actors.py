@@ -89,18 +89,35 @@ def test_methods_are_named_by_the_function_and_dispatch_to_overrides():
         map_actors([Doubler()], Tripler.double, [1])
 
 
+def kill(worker: Remote) -> None:
+    """Kills a Ray actor and waits until calls to it fail: ``ray.kill`` only asks for the kill, and a
+    call made at once can still reach the live process."""
+    import time
+
+    import ray
+    from ray.exceptions import RayActorError
+
+    ray.kill(worker.handle)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            worker.pid()
+        except RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers after 60 s")
+
+
 @pytest.mark.integration
 def test_a_killed_actor_is_restarted_with_its_spawn_arguments(ray_local):
-    import ray
-
     doubler = make_doubler_class()
     workers = spawn(doubler, 2)
     before = workers[0].pid()
-    ray.kill(workers[0].handle)
+    kill(workers[0])
     revived = []
     assert map_actors(workers, doubler.double, [1, 2, 3, 4], revive=revived.append) == [2, 4, 6, 8]
     assert revived == [workers[0]] and workers[0].restarts == 1 and workers[0].pid() != before
-    ray.kill(workers[1].handle)
+    kill(workers[1])
     assert broadcast(workers, doubler.double, [1], restart=True) == workers  # restarted, then called
     assert workers[1].restarts == 1 and workers[1].double([3]) == [6]
     with pytest.raises(RuntimeError, match="cannot be restarted"):

@@ -16,9 +16,10 @@ from envs.baselines import BASELINES
 from envs.data import tasks_from_file
 from envs.data.splits import sample_in_order
 from envs.data import training_interactions
-from envs.types import DialogueOutcome, DialogueTask, RankingTask, RatingOutcome, RatingTask, Trajectory
+from envs.types import DialogueOutcome, DialogueTask, RankingTask, RatingOutcome, RatingTask, Task, Trajectory
 from launch.config import RunConfig
-from launch.stages import RunPaths, env_spec, keyed, rollout_workers, stage_data, task_kind, teacher_weights
+from launch.stages import (RunPaths, env_spec, episode_settings, keyed, rollout_workers, stage_data, task_kind,
+                           teacher_weights)
 from rollout.actors import broadcast, map_actors_chunked, release
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest, run_episodes
@@ -41,10 +42,13 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
     student's results while its weights and the evaluation settings are unchanged. ``log_samples``
     gets ``eval.sample_trajectories`` episodes of every method that played (the ranking baselines,
     scored without episodes, and reused results have none); the same episodes are saved in full in
-    ``samples/<method>.jsonl`` (``samples.<tasks file name>/`` for ``tasks_file``).
+    ``samples/<method>.jsonl`` (``samples.<tasks file name>/`` for ``tasks_file``). The teacher's
+    episodes are played by ``teacher.num_workers`` Ray actors and saved shard by shard in
+    ``teacher-eval/<key>/shards`` (see ``teacher_eval_folder``), so an interrupted evaluation of a
+    slow (LLM) teacher resumes after its last saved shard.
     """
     from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
-    from teachers.pipeline import TeacherWorker
+    from teachers.pipeline import play_teacher
 
     if task_kind(config) == RatingTask.kind:
         return rating_eval(config, tasks_file=tasks_file, log_samples=log_samples)
@@ -95,9 +99,10 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                 ranks[method] = baseline_ranks(method, tasks, spec.signals, seed=config.eval.seed)
                 methods[method] = baseline_metrics(ranks[method])
             elif method == "teacher":
-                teacher = config.teacher
-                worker = TeacherWorker(spec, teacher, teacher_weights(config, spec, train_tasks))
-                trajectories = worker.play(tasks)
+                weights = teacher_weights(config, spec, train_tasks)
+                trajectories = play_teacher(spec, tasks, config.teacher, weights,
+                                            out=teacher_eval_folder(paths, tasks, config, weights),
+                                            settings=episode_settings(config))
                 log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
                                 episodes_dir=samples_dir)
                 ranks[method] = [t.rank for t in trajectories]
@@ -155,6 +160,19 @@ def log_sample_rows(log_samples: LogSamples | None, method: str, trajectories: S
         from rl.tables import trajectory_rows
 
         log_samples(method, trajectory_rows(trajectories, limit, tasks=tasks))
+
+
+def teacher_eval_folder(paths: RunPaths, tasks: Sequence[Task], config: RunConfig,
+                        weights: Mapping[str, float] | None) -> Path:
+    """Where the teacher's evaluation episodes on ``tasks`` are saved: one folder per task list and
+    everything that decides the episodes, so a rerun with the same ones resumes there and one with
+    others starts its own."""
+    from teachers.pipeline import teacher_settings
+    from teachers.shards import tasks_digest
+
+    key = {"tasks": tasks_digest(tasks), "settings": episode_settings(config), "shard_size": config.teacher.shard_size,
+           "teacher": teacher_settings(config.teacher, weights)}
+    return paths.teacher_eval / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def held_out_sample(config: RunConfig, eval_tasks: list) -> list:

@@ -61,6 +61,11 @@ class RunPaths:
         """Sample evaluation episodes in full: ``<method>.jsonl``, a ``Trajectory.to_row`` a line."""
         return self.root / "samples"
 
+    @property
+    def teacher_eval(self) -> Path:
+        """The teacher's evaluation episodes, one folder of shards per task list and settings."""
+        return self.root / "teacher-eval"
+
     def config(self, command: str) -> Path:
         """The configuration ``recrl <command>`` ran with (each command saves its own)."""
         return self.root / f"config.{command}.yaml"

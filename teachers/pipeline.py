@@ -109,6 +109,14 @@ class TeacherWorker:
         return run_episodes(self.teacher, envs, requests, source=f"teacher:{self.teacher.role}")
 
 
+def teacher_settings(config: TeacherConfig, weights: Mapping[str, float] | None) -> dict[str, Any]:
+    """What decides a teacher's episodes besides its tasks and env (not how many workers play them)."""
+    return {"tools": list(config.tools), "num_recommend": config.num_recommend,
+            "weights": None if weights is None else dict(weights), "system": config.system,
+            "backend": None if config.system == "heuristic" else asdict(config.backend),
+            "reflection_strategy": config.reflection_strategy if config.system == "macrec" else None}
+
+
 def play_teacher(env_spec: EnvSpec, tasks: Sequence[Task], config: TeacherConfig,
                  weights: Mapping[str, float] | None = None, *, out: str | Path | None = None,
                  settings: Mapping[str, Any] | None = None) -> list[Trajectory]:
@@ -131,12 +139,8 @@ def play_teacher(env_spec: EnvSpec, tasks: Sequence[Task], config: TeacherConfig
     if out is None:
         with tempfile.TemporaryDirectory(prefix="teacher-") as folder:
             return play_teacher(env_spec, tasks, config, weights, out=folder, settings=settings)
-    teacher = {"tools": list(config.tools), "num_recommend": config.num_recommend,
-               "weights": None if weights is None else dict(weights), "system": config.system,
-               "backend": None if config.system == "heuristic" else asdict(config.backend),
-               "reflection_strategy": config.reflection_strategy if config.system == "macrec" else None}
     shards = TrajectoryShards.open(Path(out) / "shards", tasks, shard_size=config.shard_size,
-                                   settings={**(settings or {}), "teacher": teacher})
+                                   settings={**(settings or {}), "teacher": teacher_settings(config, weights)})
     missing = {index: shards.shards[index] for index in shards.missing()}
     if not missing:
         return shards.read_all()

@@ -1,5 +1,6 @@
 """Run-folder bookkeeping of the stages: which GRPO checkpoint may be resumed, which stage reused."""
 
+import functools
 import hashlib
 
 import pytest
@@ -161,3 +162,29 @@ def test_a_turn_budget_shorter_than_the_teachers_turns_is_warned_about(tmp_path)
     warnings = stages.turn_budget_warnings(config)
     assert len(warnings) == 2 and "curriculum.max_new_tokens=16" in warnings[0] and "grpo.max_new_tokens=8" in warnings[1]
     assert "up to 44 tokens" in warnings[0]
+
+
+def test_a_teacher_evaluation_resumes_after_its_last_saved_shard(tmp_path, monkeypatch):
+    from teachers.pipeline import TeacherWorker
+
+    overrides = [f"run_dir={tmp_path}", "data.dataset=synthetic", "data.num_negatives=4", "env.tools=[popularity]",
+                 "teacher.tools=[popularity,genre_year]", "teacher.num_workers=0", "teacher.shard_size=2",
+                 "eval.methods=[teacher]", "eval.num_tasks=5"]
+    first = evaluation.stage_eval(load_config(None, overrides))
+    [folder] = RunPaths(tmp_path).teacher_eval.iterdir()
+    shards = sorted((folder / "shards").glob("shard-*.jsonl"))
+    assert len(shards) == 3 and len(first["ranks"]["teacher"]) == 5
+    shards[1].unlink()  # as if killed while playing the second shard
+    played, play = [], TeacherWorker.play
+
+    @functools.wraps(play)
+    def counting_play(self, tasks):
+        played.append(len(tasks))
+        return play(self, tasks)
+
+    monkeypatch.setattr(TeacherWorker, "play", counting_play)
+    again = evaluation.stage_eval(load_config(None, overrides))
+    assert played == [2]  # only the missing shard
+    assert again["methods"]["teacher"] == first["methods"]["teacher"] and again["ranks"] == first["ranks"]
+    evaluation.stage_eval(load_config(None, [*overrides, "teacher.tools=[popularity]"]))  # other episodes: own folder
+    assert played == [2, 2, 2, 1] and len(list(RunPaths(tmp_path).teacher_eval.iterdir())) == 2

@@ -249,7 +249,7 @@ def compare(eval_json: str, pairs: list[str], *, num_resamples: int, seed: int,
     ``eval.json`` gives ``compare.json`` (and ``compare.md`` with ``markdown``); ``eval.<tasks>.json``
     gives ``compare.<tasks>.json``.
     """
-    from rl.compare import METRICS, compare_report, format_comparison, markdown_report, parse_pair
+    from rl.compare import compare_report, format_comparison, markdown_report, parse_pair
 
     method_pairs = [parse_pair(pair) for pair in pairs]
     path = Path(eval_json)
@@ -263,7 +263,7 @@ def compare(eval_json: str, pairs: list[str], *, num_resamples: int, seed: int,
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); re-run `recrl eval`.") from None
     result = compare_report(report, method_pairs, num_resamples=num_resamples,
-                            seed=seed, metrics=metrics or METRICS)
+                            seed=seed, metrics=metrics)
     result["eval_json"] = str(path)
     out_name = "compare.json" if path.name == "eval.json" else f"compare.{path.stem.removeprefix('eval.')}.json"
     out_path = path.with_name(out_name)

@@ -238,7 +238,7 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
     agents["teacher"] = lambda: make_teacher(spec, config.teacher)
     return agents_eval(config, paths, tasks, spec, agents, score, per_task="predictions",
                        protocol={"dataset": catalog.name, "task": "rating", "invalid_scored_as": model.mean},
-                       log_samples=log_samples)
+                       log_samples=log_samples, fields={"targets": targets})
 
 
 CRS_POLICIES = ("crs_rules", "crs_random")
@@ -267,18 +267,19 @@ def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
 
 def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, agents: Mapping[str, Callable],
                 score: Callable[[list[Trajectory]], tuple[dict, list]], *, per_task: str, protocol: dict,
-                log_samples: LogSamples | None = None) -> dict:
+                log_samples: LogSamples | None = None, fields: Mapping[str, Any] | None = None) -> dict:
     """Plays every configured method on ``tasks`` (``agents`` builds the model-free ones; the
     students play greedily on rollout workers), scores each method's episodes with ``score`` (its
     metrics, and one value per task kept under ``per_task``) and its format rate, and writes
-    ``eval.json`` after every method; ``log_samples`` gets some of each method's episodes."""
+    ``eval.json`` (with ``fields`` besides) after every method; ``log_samples`` gets some of each
+    method's episodes."""
     methods: dict[str, dict[str, float]] = {}
     values: dict[str, list] = {}
     skipped: dict[str, str] = {}
     report = {"protocol": {**protocol, "split": "leave-last-out", "num_tasks": len(tasks), "seed": config.eval.seed,
                            "decoding": "greedy", "model": config.model.name, "env": asdict(config.env),
                            "skipped": skipped},
-              "methods": methods, "task_ids": [task.task_id for task in tasks], per_task: values}
+              "methods": methods, "task_ids": [task.task_id for task in tasks], per_task: values, **(fields or {})}
     workers = None
     try:
         for method in config.eval.methods:

@@ -3,7 +3,9 @@
 ``eval.json`` holds each method's target rank per task (``ranks``, aligned with ``task_ids``). Two
 methods are compared by resampling tasks with replacement, the same tasks for both (paired), and
 reading a percentile interval of the difference of their mean metrics. Tasks differ far more in
-difficulty than methods do, so pairing gives much tighter intervals than two separate error bars.
+difficulty than methods do, so pairing gives much tighter intervals than two separate error bars. A rating report holds each
+method's predicted rating per task (``predictions``) and the true ratings (``targets``) instead; its
+methods are compared by RMSE and MAE the same way.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from rewards.ranking import hit_at_k, mrr, ndcg_at_k
 __all__ = [
     "METRICS",
     "PAIR_SEPARATOR",
+    "RATING_METRICS",
     "compare_report",
     "format_comparison",
     "markdown_report",
     "paired_bootstrap",
     "parse_pair",
     "per_task_metrics",
+    "rating_bootstrap",
 ]
 
 METRICS = ("hr@1", "hr@3", "hr@5", "hr_avg", "ndcg@5", "mrr")
+RATING_METRICS = ("rmse", "mae")
 PAIR_SEPARATOR = "-"  # "A-B" reads as "A minus B"; method names use underscores, never hyphens
 _MAX_CHUNK_ELEMENTS = 2_000_000  # resampled task indices held in memory at once (16 MB of int64)
 
@@ -101,30 +106,75 @@ def paired_bootstrap(
     >>> paired_bootstrap([1, None], [1, None])["mrr"]  # identical methods: a zero-width interval
     {'a': 0.5, 'b': 0.5, 'diff': 0.0, 'low': 0.0, 'high': 0.0}
     """
-    if len(a_ranks) != len(b_ranks):
-        raise ValueError(f"paired comparison needs ranks on the same tasks; got {len(a_ranks)} and "
-                         f"{len(b_ranks)} ranks.")
-    if len(a_ranks) == 0:
-        raise ValueError("paired comparison needs at least one task; got empty rank lists.")
-    unknown = [m for m in metrics if m not in METRICS]
+    _check_pair(a_ranks, b_ranks, "ranks", metrics, METRICS, num_resamples, confidence)
+    a_metrics, b_metrics = per_task_metrics(a_ranks), per_task_metrics(b_ranks)
+    differences = np.stack([a_metrics[m] - b_metrics[m] for m in metrics], axis=1)  # (tasks, metrics)
+    resampled = _bootstrap_means(differences, num_resamples=num_resamples, seed=seed)
+    return {metric: _interval(float(a_metrics[metric].mean()), float(b_metrics[metric].mean()),
+                              resampled[:, column], confidence)
+            for column, metric in enumerate(metrics)}
+
+
+def rating_bootstrap(
+    a_predictions: Sequence[float | None],
+    b_predictions: Sequence[float | None],
+    targets: Sequence[float],
+    *,
+    fallback: float,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    metrics: Sequence[str] = RATING_METRICS,
+) -> dict[str, dict[str, float]]:
+    """``paired_bootstrap`` for rating predictions: intervals of ``rmse(a) - rmse(b)`` and
+    ``mae(a) - mae(b)``, each resample's RMSE taken over its own tasks. An invalid prediction (None)
+    is scored as ``fallback``, as ``recrl eval`` scores it (the training mean).
+
+    Raises:
+        ValueError: As ``paired_bootstrap``, or ``targets`` is not one rating per task.
+
+    >>> result = rating_bootstrap([4.0, 3.0], [5.0, None], [4.0, 3.0], fallback=5.0, num_resamples=200)
+    >>> result["mae"]["a"], result["mae"]["b"], result["rmse"]["diff"]
+    (0.0, 1.5, -1.5811388300841898)
+    >>> result["mae"]["high"] < 0  # A is never further off: the interval lies below 0
+    True
+    """
+    _check_pair(a_predictions, b_predictions, "predictions", metrics, RATING_METRICS, num_resamples, confidence)
+    if len(targets) != len(a_predictions):
+        raise ValueError(f"need one target rating per task; got {len(targets)} for {len(a_predictions)} tasks.")
+    a_errors, b_errors = ([(fallback if p is None else p) - t for p, t in zip(predictions, targets)]
+                          for predictions in (a_predictions, b_predictions))
+    errors = np.array([a_errors, b_errors], dtype=float).T  # (tasks, 2)
+    columns = np.concatenate([errors**2, np.abs(errors)], axis=1)  # squared a, b; absolute a, b
+    resampled = _bootstrap_means(columns, num_resamples=num_resamples, seed=seed)
+    full = columns.mean(axis=0)
+    scores = {"rmse": (np.sqrt(full[:2]), np.sqrt(resampled[:, :2])), "mae": (full[2:], resampled[:, 2:])}
+    return {metric: _interval(float(scores[metric][0][0]), float(scores[metric][0][1]),
+                              scores[metric][1][:, 0] - scores[metric][1][:, 1], confidence)
+            for metric in metrics}
+
+
+def _check_pair(a: Sequence, b: Sequence, what: str, metrics: Sequence[str], known: Sequence[str],
+                num_resamples: int, confidence: float) -> None:
+    """The argument checks of a paired comparison of ``what`` (ranks or predictions) per task."""
+    if len(a) != len(b):
+        raise ValueError(f"paired comparison needs {what} on the same tasks; got {len(a)} and {len(b)} {what}.")
+    if len(a) == 0:
+        raise ValueError(f"paired comparison needs at least one task; got empty {what} lists.")
+    unknown = [m for m in metrics if m not in known]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; available: {list(METRICS)}")
+        raise ValueError(f"unknown metric(s) {unknown}; available: {list(known)}")
     if num_resamples < 1:
         raise ValueError(f"num_resamples must be at least 1; got {num_resamples}.")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), e.g. 0.95; got {confidence}.")
 
-    a_metrics, b_metrics = per_task_metrics(a_ranks), per_task_metrics(b_ranks)
-    differences = np.stack([a_metrics[m] - b_metrics[m] for m in metrics], axis=1)  # (tasks, metrics)
-    resampled = _bootstrap_means(differences, num_resamples=num_resamples, seed=seed)
+
+def _interval(a: float, b: float, resampled_differences: np.ndarray, confidence: float) -> dict[str, float]:
+    """Both scores, their difference and the percentile interval of the resampled differences."""
     tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled, [tail, 1.0 - tail], axis=0)
-    result = {}
-    for column, metric in enumerate(metrics):
-        a, b = float(a_metrics[metric].mean()), float(b_metrics[metric].mean())
-        result[metric] = {"a": a, "b": b, "diff": a - b,
-                          "low": float(low[column]), "high": float(high[column])}
-    return result
+    low, high = np.quantile(resampled_differences, [tail, 1.0 - tail])
+    return {"a": a, "b": b, "diff": a - b, "low": float(low), "high": float(high)}
 
 
 def _bootstrap_means(values: np.ndarray, *, num_resamples: int, seed: int) -> np.ndarray:
@@ -175,23 +225,26 @@ def compare_report(
     num_resamples: int = 10_000,
     seed: int = 0,
     confidence: float = 0.95,
-    metrics: Sequence[str] = METRICS,
+    metrics: Sequence[str] | None = None,
 ) -> dict:
     """Paired bootstrap comparisons of method pairs from an ``eval.json`` report.
 
     Args:
-        report: The parsed ``eval.json``; needs ``task_ids`` and per-method ``ranks``.
+        report: The parsed ``eval.json``; needs ``task_ids`` and per-method ``ranks`` (a rating
+            report: per-method ``predictions``, the ``targets`` and the fallback of an invalid
+            answer, ``protocol.invalid_scored_as``).
         pairs: ``(a, b)`` method names; each comparison is of ``a - b``.
         num_resamples: Bootstrap resamples of the tasks.
         seed: Seed of the resampling (each pair uses the same seed, hence the same resamples).
         confidence: Coverage of the intervals, in (0, 1).
-        metrics: Which keys of ``METRICS`` to compare.
+        metrics: Which keys of ``METRICS`` (``RATING_METRICS`` for a rating report) to compare;
+            None: all.
 
     Returns:
         ``num_tasks``, ``num_resamples``, ``seed``, ``confidence``, ``metrics`` and
         ``comparisons``: one ``{"a", "b", "metrics", "tasks_ranked_differently"}`` per pair, where
-        ``metrics`` is what ``paired_bootstrap`` returns and the last counts tasks whose target rank
-        differs between the two.
+        ``metrics`` is what ``paired_bootstrap`` (``rating_bootstrap``) returns and the last counts
+        tasks whose target rank (predicted rating) differs between the two.
 
     Raises:
         ValueError: If the report has no per-task ranks, a method is not in it, or its ranks do
@@ -206,27 +259,33 @@ def compare_report(
     ...
     ValueError: method 'z' is not in the report; it has per-task ranks of: ['x', 'y']
     """
-    if "ranks" not in report or "task_ids" not in report:
-        raise ValueError("the report has no per-task ranks (it was written by an older recrl); "
+    what = "predictions" if "predictions" in report else "ranks"
+    if what not in report or "task_ids" not in report or (what == "predictions" and "targets" not in report):
+        raise ValueError(f"the report has no per-task {what} (it was written by an older recrl); "
                          "re-run `recrl eval` to record them.")
-    ranks, task_ids = report["ranks"], report["task_ids"]
-    metrics = list(dict.fromkeys(metrics))  # `--metric mrr --metric mrr` compares mrr once
+    values, task_ids = report[what], report["task_ids"]
+    metrics = list(dict.fromkeys(metrics or (RATING_METRICS if what == "predictions" else METRICS)))
     if not pairs:
         raise ValueError("name at least one pair of methods to compare, e.g. student_grpo-student_sft.")
     for method in dict.fromkeys(name for pair in pairs for name in pair):
-        if method not in ranks:
-            raise ValueError(f"method {method!r} is not in the report; it has per-task ranks of: "
-                             f"{sorted(ranks)}")
-        if len(ranks[method]) != len(task_ids):
-            raise ValueError(f"method {method!r} has {len(ranks[method])} ranks but the report has "
+        if method not in values:
+            raise ValueError(f"method {method!r} is not in the report; it has per-task {what} of: "
+                             f"{sorted(values)}")
+        if len(values[method]) != len(task_ids):
+            raise ValueError(f"method {method!r} has {len(values[method])} {what} but the report has "
                              f"{len(task_ids)} task_ids; re-run `recrl eval`.")
-    comparisons = [
-        {"a": a, "b": b, "metrics": paired_bootstrap(ranks[a], ranks[b], num_resamples=num_resamples,
-                                                     seed=seed, confidence=confidence, metrics=metrics),
-         # How often the two put the target at a different rank: methods can differ at equal means.
-         "tasks_ranked_differently": sum(x != y for x, y in zip(ranks[a], ranks[b]))}
-        for a, b in pairs
-    ]
+
+    def pair(a: str, b: str) -> dict[str, dict[str, float]]:
+        settings = {"num_resamples": num_resamples, "seed": seed, "confidence": confidence, "metrics": metrics}
+        if what == "ranks":
+            return paired_bootstrap(values[a], values[b], **settings)
+        return rating_bootstrap(values[a], values[b], report["targets"],
+                                fallback=report["protocol"]["invalid_scored_as"], **settings)
+
+    # How often the two differ on a task (target rank, or rating): methods can differ at equal means.
+    differing = "tasks_ranked_differently" if what == "ranks" else "tasks_rated_differently"
+    comparisons = [{"a": a, "b": b, "metrics": pair(a, b), differing: sum(x != y for x, y in zip(values[a], values[b]))}
+                   for a, b in pairs]
     return {"num_tasks": len(task_ids), "num_resamples": num_resamples, "seed": seed,
             "confidence": confidence, "metrics": metrics, "comparisons": comparisons}
 
@@ -257,9 +316,9 @@ def format_comparison(result: dict) -> str:
                         f"{stats['diff']:>+9.3f}  [{stats['low']:+.3f}, {stats['high']:+.3f}]"
                         + (" *" if excludes_zero else ""))
     for name, comparison in zip(pair_names, result["comparisons"]):
-        if "tasks_ranked_differently" in comparison:
-            rows.append(f"{name}: the target's rank differs on {comparison['tasks_ranked_differently']} of "
-                        f"{result['num_tasks']} tasks")
+        for key, what in (("tasks_ranked_differently", "the target's rank"), ("tasks_rated_differently", "the rating")):
+            if key in comparison:
+                rows.append(f"{name}: {what} differs on {comparison[key]} of {result['num_tasks']} tasks")
     rows.append(f"* the {level} interval of the difference excludes 0 (paired bootstrap: "
                 f"{result['num_resamples']} resamples of {result['num_tasks']} tasks)")
     return "\n".join(rows)
@@ -268,11 +327,14 @@ def format_comparison(result: dict) -> str:
 TABLE_COLUMNS = (("hr@1", "HR@1"), ("hr@3", "HR@3"), ("hr@5", "HR@5"), ("hr_avg", "hr_avg ± 95%"),
                  ("ndcg@5", "NDCG@5"), ("mrr", "MRR"), ("format_rate", "format"))
 """The columns of ``markdown_report``'s method table: eval.json keys and their headings."""
+RATING_COLUMNS = (("rmse", "RMSE"), ("mae", "MAE"), ("valid_rate", "valid"), ("format_rate", "format"))
+"""The same for a rating report."""
 
 
 def markdown_report(report: dict, result: dict) -> str:
     """Markdown tables for a README: every method of ``eval.json`` (``hr_avg`` with its normal 95%
-    half-width) and ``compare_report``'s paired intervals.
+    half-width; RMSE, MAE and the valid rate for a rating report) and ``compare_report``'s paired
+    intervals.
 
     >>> report = {"task_ids": ["u1", "u2"], "methods": {"x": {"hr@1": 1.0, "hr_avg": 1.0, "hr_avg_ci95": 0.0}}}
     >>> result = {"num_tasks": 2, "num_resamples": 10, "confidence": 0.95, "comparisons": [
@@ -296,9 +358,10 @@ def markdown_report(report: dict, result: dict) -> str:
             return f"{metrics[key]:.3f} ± {metrics['hr_avg_ci95']:.3f}"
         return f"{metrics[key]:.3f}"
 
-    rows = [f"| method ({len(report['task_ids'])} tasks) | " + " | ".join(h for _, h in TABLE_COLUMNS) + " |",
-            "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
-    rows += [f"| {name} | " + " | ".join(cell(metrics, key) for key, _ in TABLE_COLUMNS) + " |"
+    columns = RATING_COLUMNS if "predictions" in report else TABLE_COLUMNS
+    rows = [f"| method ({len(report['task_ids'])} tasks) | " + " | ".join(h for _, h in columns) + " |",
+            "|---" * (len(columns) + 1) + "|"]
+    rows += [f"| {name} | " + " | ".join(cell(metrics, key) for key, _ in columns) + " |"
              for name, metrics in report["methods"].items()]
     level = f"{result['confidence'] * 100:g}%"
     rows += ["", f"| A − B | metric | A | B | A − B | {level} CI (paired bootstrap, {result['num_resamples']} "

@@ -36,3 +36,8 @@ def test_the_rating_recipe_teaches_trains_and_evaluates(tmp_path, capsys):
     teacher, bias = report["methods"]["teacher"], report["methods"]["bias"]
     assert teacher["valid_rate"] == 1.0 and abs(teacher["rmse"] - bias["rmse"]) < 0.05  # the same predictor, to 0.1
     assert report["predictions"]["teacher"] == [round(p, 1) for p in report["predictions"]["bias"]]
+    assert main(["compare", str(run_dir), "student_sft-bias", "--markdown"]) == 0
+    compared = json.loads((run_dir / "compare.json").read_text())["comparisons"][0]["metrics"]
+    assert compared["rmse"]["a"] == pytest.approx(report["methods"]["student_sft"]["rmse"], abs=1e-4)
+    assert compared["mae"]["b"] == pytest.approx(report["methods"]["bias"]["mae"], abs=1e-4)
+    assert "| bias |" in (run_dir / "compare.md").read_text()

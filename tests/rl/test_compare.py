@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from rl.compare import (METRICS, compare_report, format_comparison, paired_bootstrap, parse_pair,
+from rl.compare import (METRICS, compare_report, format_comparison, markdown_report, paired_bootstrap, parse_pair,
                         per_task_metrics)
 
 
@@ -129,6 +129,30 @@ def test_compare_report_errors_say_what_to_do():
         compare_report({**REPORT, "ranks": {**REPORT["ranks"], "pop": [1, 2, 3]}}, [("teacher", "pop")])
     with pytest.raises(ValueError, match="at least one pair"):
         compare_report(REPORT, [])
+
+
+RATINGS = {"task_ids": ["u1", "u2", "u3", "u4"], "targets": [5.0, 3.0, 4.0, 1.0],
+           "protocol": {"task": "rating", "invalid_scored_as": 3.0},
+           "predictions": {"bias": [4.0, 3.5, 4.0, 2.0], "student": [5.0, None, 2.0, 1.0]}}
+
+
+def test_rating_reports_are_compared_by_rmse_and_mae_with_invalid_answers_scored_as_the_fallback():
+    result = compare_report(RATINGS, [("student", "bias")], num_resamples=500)
+    assert result["metrics"] == ["rmse", "mae"] and result["comparisons"][0]["tasks_rated_differently"] == 4
+    rmse, mae = result["comparisons"][0]["metrics"]["rmse"], result["comparisons"][0]["metrics"]["mae"]
+    # errors: student 0, 0 (None -> 3.0), -2, 0; bias -1, 0.5, 0, 1
+    assert rmse["a"] == pytest.approx((4 / 4) ** 0.5) and rmse["b"] == pytest.approx((2.25 / 4) ** 0.5)
+    assert mae["a"] == pytest.approx(0.5) and mae["b"] == pytest.approx(0.625) and mae["diff"] == pytest.approx(-0.125)
+    assert rmse["low"] < rmse["diff"] < rmse["high"] and mae["low"] < 0 < mae["high"]
+    same = compare_report({**RATINGS, "predictions": {"x": [1.0] * 4, "y": [1.0] * 4}}, [("x", "y")])
+    rmse = (29 / 4) ** 0.5  # errors -4, -2, -3, 0
+    assert same["comparisons"][0]["metrics"]["rmse"] == pytest.approx({"a": rmse, "b": rmse, "diff": 0, "low": 0, "high": 0})
+    with pytest.raises(ValueError, match=r"unknown metric\(s\) \['hr@1'\]; available: \['rmse', 'mae'\]"):
+        compare_report(RATINGS, [("student", "bias")], metrics=["hr@1"])
+    with pytest.raises(ValueError, match=r"no per-task predictions .* re-run `recrl eval`"):
+        compare_report({k: v for k, v in RATINGS.items() if k != "targets"}, [("student", "bias")])
+    assert "| student | 1.000 | 0.500 | – | – |" in markdown_report({**RATINGS, "methods": {
+        "student": {"rmse": 1.0, "mae": 0.5}}}, result)
 
 
 def test_format_comparison_marks_intervals_that_exclude_zero():

@@ -62,6 +62,15 @@ class BiasModel:
         return min(self.high, max(self.low, self.mean + user + item))
 
 
+def rating_errors(predictions: Sequence[float | None], targets: Sequence[float], *, fallback: float) -> list[float]:
+    """Each prediction minus its target, an invalid prediction (None) counted as ``fallback``.
+
+    >>> rating_errors([4.0, None], [5.0, 3.0], fallback=3.5)
+    [-1.0, 0.5]
+    """
+    return [(fallback if p is None else p) - t for p, t in zip(predictions, targets)]
+
+
 def rating_metrics(predictions: Sequence[float | None], targets: Sequence[float], *, fallback: float) -> dict[str, float]:
     """RMSE and MAE over every task, an invalid prediction (None) scored as ``fallback`` (the
     training mean), and the rate of valid ones.
@@ -71,7 +80,7 @@ def rating_metrics(predictions: Sequence[float | None], targets: Sequence[float]
     """
     if len(predictions) != len(targets) or not targets:
         raise ValueError(f"need one prediction per target, got {len(predictions)} for {len(targets)}")
-    errors = [(fallback if p is None else p) - t for p, t in zip(predictions, targets)]
+    errors = rating_errors(predictions, targets, fallback=fallback)
     return {"rmse": round(math.sqrt(sum(e * e for e in errors) / len(errors)), 4),
             "mae": round(sum(abs(e) for e in errors) / len(errors), 4),
             "valid_rate": round(sum(p is not None for p in predictions) / len(predictions), 4)}

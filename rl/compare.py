@@ -3,9 +3,9 @@
 ``eval.json`` holds each method's target rank per task (``ranks``, aligned with ``task_ids``). Two
 methods are compared by resampling tasks with replacement, the same tasks for both (paired), and
 reading a percentile interval of the difference of their mean metrics. Tasks differ far more in
-difficulty than methods do, so pairing gives much tighter intervals than two separate error bars. A rating report holds each
-method's predicted rating per task (``predictions``) and the true ratings (``targets``) instead; its
-methods are compared by RMSE and MAE the same way.
+difficulty than methods do, so pairing gives much tighter intervals than two separate error bars.
+A rating report holds each method's predicted rating per task (``predictions``) and the true
+ratings (``targets``) instead; its methods are compared by RMSE and MAE the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from envs.rating_baselines import rating_errors
 from rewards.ranking import hit_at_k, mrr, ndcg_at_k
 
 __all__ = [
@@ -142,16 +143,19 @@ def rating_bootstrap(
     _check_pair(a_predictions, b_predictions, "predictions", metrics, RATING_METRICS, num_resamples, confidence)
     if len(targets) != len(a_predictions):
         raise ValueError(f"need one target rating per task; got {len(targets)} for {len(a_predictions)} tasks.")
-    a_errors, b_errors = ([(fallback if p is None else p) - t for p, t in zip(predictions, targets)]
-                          for predictions in (a_predictions, b_predictions))
-    errors = np.array([a_errors, b_errors], dtype=float).T  # (tasks, 2)
-    columns = np.concatenate([errors**2, np.abs(errors)], axis=1)  # squared a, b; absolute a, b
-    resampled = _bootstrap_means(columns, num_resamples=num_resamples, seed=seed)
-    full = columns.mean(axis=0)
-    scores = {"rmse": (np.sqrt(full[:2]), np.sqrt(resampled[:, :2])), "mae": (full[2:], resampled[:, 2:])}
-    return {metric: _interval(float(scores[metric][0][0]), float(scores[metric][0][1]),
-                              scores[metric][1][:, 0] - scores[metric][1][:, 1], confidence)
-            for metric in metrics}
+    errors = np.array([rating_errors(predictions, targets, fallback=fallback)
+                       for predictions in (a_predictions, b_predictions)], dtype=float).T  # (tasks, 2): a, b
+    # Per task, the mean of which over tasks gives each metric after ``finish``: a and b side by side.
+    per_task = {"rmse": errors**2, "mae": np.abs(errors)}
+    finish = {"rmse": np.sqrt, "mae": np.asarray}
+    resampled = _bootstrap_means(np.concatenate([per_task[m] for m in metrics], axis=1),
+                                 num_resamples=num_resamples, seed=seed)
+    result = {}
+    for column, metric in enumerate(metrics):
+        a, b = finish[metric](per_task[metric].mean(axis=0))
+        scores = finish[metric](resampled[:, 2 * column : 2 * column + 2])  # (resamples, 2): a, b
+        result[metric] = _interval(float(a), float(b), scores[:, 0] - scores[:, 1], confidence)
+    return result
 
 
 def _check_pair(a: Sequence, b: Sequence, what: str, metrics: Sequence[str], known: Sequence[str],

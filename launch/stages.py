@@ -143,7 +143,8 @@ NEUTRAL_SETTINGS = {
     "env": {"plan_turns": False},
     "sft": {"local_epochs": 0},
     "teacher": {"shard_size": TeacherConfig.shard_size, "system": "heuristic", "backend": asdict(BackendConfig()),
-                "concurrency": TeacherConfig.concurrency, "reflection_strategy": TeacherConfig.reflection_strategy},
+                "concurrency": TeacherConfig.concurrency, "reflection_strategy": TeacherConfig.reflection_strategy,
+                "num_tasks": 0},
 }
 """Settings added after run folders were first keyed, and the values at which they change nothing:
 there they are left out of digests and saved settings, so older run folders still resume."""
@@ -281,15 +282,17 @@ def episode_settings(config: RunConfig) -> dict[str, Any]:
 
 
 def stage_teach(config: RunConfig) -> dict[str, Any]:
-    """Teacher episodes on the training tasks, saved shard by shard in ``teacher/shards`` (a killed
-    run resumes there); the hits become the SFT dataset, described by ``teacher/card.json``."""
+    """Teacher episodes on the training tasks (a sample of ``teacher.num_tasks``, or all), saved shard by
+    shard in ``teacher/shards`` (a killed run resumes there); the hits become the SFT dataset, described
+    by ``teacher/card.json``."""
     from teachers.pipeline import keep_hits, play_teacher, teacher_card, write_card, write_dataset
 
     catalog, train_tasks, _ = stage_data(config)
     spec = env_spec(config, catalog, train_tasks, train_tasks=train_tasks)
     weights = teacher_weights(config, spec, train_tasks) if task_kind(config) == RankingTask.kind else None
     paths = RunPaths(Path(config.run_dir))
-    trajectories = play_teacher(spec, train_tasks, config.teacher, weights, out=paths.teacher_dataset.parent,
+    played = sample_in_order(train_tasks, config.teacher.num_tasks, seed=config.seed)
+    trajectories = play_teacher(spec, played, config.teacher, weights, out=paths.teacher_dataset.parent,
                                 settings=episode_settings(config))
     kept = keep_hits(trajectories, keep_hit_at=config.teacher.keep_hit_at)
     card = teacher_card(trajectories, keep_hit_at=config.teacher.keep_hit_at)

@@ -2,6 +2,8 @@
 
 import functools
 import hashlib
+import json
+from dataclasses import asdict
 
 import pytest
 
@@ -188,3 +190,23 @@ def test_a_teacher_evaluation_resumes_after_its_last_saved_shard(tmp_path, monke
     assert again["methods"]["teacher"] == first["methods"]["teacher"] and again["ranks"] == first["ranks"]
     evaluation.stage_eval(load_config(None, [*overrides, "teacher.tools=[popularity]"]))  # other episodes: own folder
     assert played == [2, 2, 2, 1] and len(list(RunPaths(tmp_path).teacher_eval.iterdir())) == 2
+
+
+def test_the_teacher_plays_a_seeded_sample_of_the_training_tasks(tmp_path):
+    from envs.data.splits import sample_in_order
+    from teachers.pipeline import TeacherConfig
+    from teachers.shards import MANIFEST, tasks_digest
+
+    overrides = [f"run_dir={tmp_path}", "data.dataset=synthetic", "data.num_negatives=4", "env.tools=[popularity]",
+                 "teacher.tools=[popularity]", "teacher.num_workers=0", "teacher.keep_hit_at=5"]
+    sampled = load_config(None, [*overrides, "teacher.num_tasks=5"])
+    card = stages.stage_teach(sampled)
+    _, train_tasks, _ = stages.stage_data(sampled)
+    assert card["episodes"] == 5 < len(train_tasks)
+    manifest = json.loads((tmp_path / "teacher" / "shards" / MANIFEST).read_text())
+    assert manifest["tasks_digest"] == tasks_digest(sample_in_order(train_tasks, 5, seed=sampled.seed))
+    # The sample decides the episodes; all tasks (0) is the setting older run folders were keyed without.
+    assert stages.is_done(sampled, "teach") and not stages.is_done(load_config(None, overrides), "teach")
+    assert stages.keyed("teacher", asdict(load_config(None, overrides).teacher)).get("num_tasks") is None
+    with pytest.raises(ValueError, match="teacher.num_tasks must be >= 0"):
+        TeacherConfig(num_tasks=-1)

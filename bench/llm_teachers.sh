@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# HR@1/3/5 on all 943 ml-100k held-out users of each LLM teacher (MARS, MACRec, α-UMi) on SmolLM2,
+# and of the student SFT-trained on that teacher's kept episodes. For each system in turn, in
+# runs/llm_teachers/<system>: the teacher plays TEACH_TASKS training tasks (`recrl teach`), the
+# student learns its hits (`recrl sft`), then `recrl eval` plays the teacher and the student on
+# every held-out user. Hours of a 2-core CPU (a teacher plays about 0.2 episodes/s); every step saves
+# as it goes, so a killed run started again continues where it stopped.
+#   bash bench/llm_teachers.sh                  # all three systems
+#   bash bench/llm_teachers.sh mars             # one of them
+# Then `recrl compare runs/llm_teachers/<system> student_sft-teacher --markdown` for the intervals.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RECRL=${RECRL:-.venv/bin/recrl}
+PYTHON=${PYTHON:-.venv/bin/python}
+SFT_DONE='import sys; from launch import config, stages
+sys.exit(0 if stages.is_done(config.load_config(sys.argv[1], sys.argv[2:]), "sft") else 1)'
+TEACH_TASKS=${TEACH_TASKS:-256}
+PORT=${PORT:-8000}
+SYSTEMS=("$@")
+[ ${#SYSTEMS[@]} -gt 0 ] || SYSTEMS=(mars macrec alpha_umi)
+
+if ! curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null; then
+    "$RECRL" serve --model smollm2-135m-instruct --port "$PORT" > "runs/llm_teachers-serve.log" 2>&1 &
+    server=$!
+    trap 'kill $server' EXIT
+    for _ in $(seq 600); do
+        curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null && break
+        kill -0 $server 2> /dev/null || { echo "recrl serve died: see runs/llm_teachers-serve.log" >&2; exit 1; }
+        sleep 1
+    done
+fi
+
+for system in "${SYSTEMS[@]}"; do
+    run=runs/llm_teachers/$system
+    args=(--config configs/mars_llm.yaml "run_dir=$run" "teacher.system=$system" "teacher.num_tasks=$TEACH_TASKS"
+          "teacher.backend.base_url=http://127.0.0.1:$PORT/v1")
+    [ "$system" != alpha_umi ] || args+=(env.plan_turns=true)
+    echo "== $system: teacher on $TEACH_TASKS training tasks, SFT, then the teacher and the student on every held-out user"
+    "$RECRL" teach "${args[@]}"  # replays only the shards not saved yet
+    "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || "$RECRL" sft "${args[@]}"  # SFT only if not done yet
+    "$RECRL" eval "${args[@]}" "eval.methods=[teacher,student_sft]" eval.num_tasks=0  # the teacher resumes too
+done

@@ -186,8 +186,8 @@ def run(command: str, config: "RunConfig", *, tasks_file: str | None = None) -> 
     if command == "train" and config.backend == "verl":  # veRL trains, in its own environment
         return verl_export.train_with_verl(config)
     mode = os.environ.get("WANDB_MODE") or config.logging.mode
-    if command in ("curate", "train", "eval", "quickstart"):
-        for warning in stages.turn_budget_warnings(config):
+    if command in stages.TURN_BUDGETS:
+        for warning in stages.turn_budget_warnings(config, command):
             print(f"[{command}] warning: {warning}")
     with Tracker(project=config.logging.project, run_dir=run_dir, config=asdict(config),
                  name=f"{run_dir.name}-{command}", mode=mode) as tracker:

@@ -346,10 +346,15 @@ def stage_sft(config: RunConfig, log: Log | None = None) -> list[float]:
     return losses
 
 
-def turn_budget_warnings(config: RunConfig) -> list[str]:
-    """Where a student's turn budget (``*.max_new_tokens``) is shorter than the teacher's longest turn
-    it learned from: its turns are cut there (an unclosed tag, a tool call lost, the format reward
-    gone). Empty before ``recrl teach``."""
+TURN_BUDGETS = {"curate": ("curriculum",), "train": ("grpo",), "eval": ("eval",),
+                "quickstart": ("curriculum", "grpo", "eval")}
+"""The sections whose ``max_new_tokens`` a command's student generates with."""
+
+
+def turn_budget_warnings(config: RunConfig, command: str = "quickstart") -> list[str]:
+    """Where a turn budget ``command`` uses (``TURN_BUDGETS``) is shorter than the teacher's longest
+    turn the student learned from: its turns are cut there (an unclosed tag, a tool call lost, the
+    format reward gone). Empty before ``recrl teach``."""
     from teachers.pipeline import read_dataset
 
     paths = RunPaths(Path(config.run_dir))
@@ -358,8 +363,8 @@ def turn_budget_warnings(config: RunConfig) -> list[str]:
     tokenizer = load_tokenizer(resolve_model(config.model.name))
     longest = max((len(tokenizer.encode(turn.text)) for trajectory in read_dataset(paths.teacher_dataset)
                    for turn in trajectory.turns if turn.is_agent), default=0)
-    budgets = {"curriculum.max_new_tokens": config.curriculum.max_new_tokens,
-               "grpo.max_new_tokens": config.grpo.max_new_tokens, "eval.max_new_tokens": config.eval.max_new_tokens}
+    budgets = {f"{section}.max_new_tokens": getattr(config, section).max_new_tokens
+               for section in TURN_BUDGETS.get(command, ())}
     return [f"the teacher's turns run up to {longest} tokens, but {name}={budget}: the student's turns are cut "
             f"there (raise it to at least {longest})" for name, budget in budgets.items() if budget < longest]
 

@@ -164,6 +164,8 @@ def test_a_turn_budget_shorter_than_the_teachers_turns_is_warned_about(tmp_path)
     warnings = stages.turn_budget_warnings(config)
     assert len(warnings) == 2 and "curriculum.max_new_tokens=16" in warnings[0] and "grpo.max_new_tokens=8" in warnings[1]
     assert "up to 44 tokens" in warnings[0]
+    assert stages.turn_budget_warnings(config, "eval") == []  # eval's own budget is long enough
+    assert [w.split(":")[0] for w in stages.turn_budget_warnings(config, "train")] == [warnings[1].split(":")[0]]
 
 
 def test_a_teacher_evaluation_resumes_after_its_last_saved_shard(tmp_path, monkeypatch):

@@ -141,6 +141,7 @@ STAGE_SETTINGS = {"teach": ("seed", "data", "env", "sequential", "teacher", "mod
 NEUTRAL_SETTINGS = {
     "data": {"min_rating": None, "path": ""},
     "env": {"plan_turns": False},
+    "grpo": {"micro_batch_tokens": 0},
     "sft": {"local_epochs": 0},
     "teacher": {"shard_size": TeacherConfig.shard_size, "system": "heuristic", "backend": asdict(BackendConfig()),
                 "concurrency": TeacherConfig.concurrency, "reflection_strategy": TeacherConfig.reflection_strategy,

@@ -136,6 +136,40 @@ class TokenBatch:
             raise ValueError(f"split size must be >= 1, got {size}")
         return [self.rows(slice(start, start + size)) for start in range(0, len(self), size)]
 
+    def micro_batches(self, rows: int, tokens: int = 0, *, at_least: int = 1) -> list[slice]:
+        """Consecutive row ranges, one per forward pass: at most ``rows`` rows each and, when
+        ``tokens`` is set, at most that many tokens once padded to the range's longest sequence (a
+        longer sequence goes alone), so a pass's memory is bounded by tokens rather than a row count.
+        The costliest range is halved until there are ``at_least`` (as far as the rows allow): the
+        learners of a group each run as many passes as the others.
+
+        >>> batch = TokenBatch.from_sequences([[1] * 5, [1] * 2, [1] * 2, [1] * 6], [[1] * 5, [1] * 2, [1] * 2, [1] * 6], pad_id=0)
+        >>> batch.micro_batches(4, tokens=10)
+        [slice(0, 2, None), slice(2, 3, None), slice(3, 4, None)]
+        >>> batch.micro_batches(4, tokens=10, at_least=4)
+        [slice(0, 1, None), slice(1, 2, None), slice(2, 3, None), slice(3, 4, None)]
+        """
+        if rows < 1 or tokens < 0:
+            raise ValueError(f"a micro-batch needs rows >= 1 and tokens >= 0, got rows={rows}, tokens={tokens}")
+        lengths = self.attention_mask.sum(dim=1).tolist()
+        ranges, start, longest = [], 0, 0
+        for end, length in enumerate(lengths):
+            full = end - start >= rows or (tokens and (end - start + 1) * max(longest, length) > tokens)
+            if end > start and full:
+                ranges.append(slice(start, end))
+                start, longest = end, 0
+            longest = max(longest, length)
+        ranges.append(slice(start, len(lengths)))
+
+        def cost(part: slice) -> int:
+            return (part.stop - part.start) * max(lengths[part])
+
+        while len(ranges) < at_least and any(part.stop - part.start > 1 for part in ranges):
+            index, part = max(((i, p) for i, p in enumerate(ranges) if p.stop - p.start > 1), key=lambda ip: cost(ip[1]))
+            middle = (part.start + part.stop) // 2
+            ranges[index : index + 1] = [slice(part.start, middle), slice(middle, part.stop)]
+        return ranges
+
     def to(self, device: torch.device | str) -> TokenBatch:
         """The same batch with every tensor on ``device``."""
         return self._map(lambda tensor: tensor.to(device))

@@ -59,13 +59,15 @@ class Critic(TrainedModel):
         return place(values, select, batch.input_ids.shape[1])
 
     @torch.no_grad()
-    def values(self, batch: TokenBatch, *, micro_batch_size: int = 4) -> Tensor:
+    def values(self, batch: TokenBatch, *, micro_batch_size: int = 4, micro_batch_tokens: int = 0) -> Tensor:
         """The value of each policy token's state (0 elsewhere), ``[B, T]``, on the batch's device."""
-        parts = [self._values(part) for part in batch.to(self.device).split(micro_batch_size)]
-        return torch.cat(parts).to(batch.input_ids.device)
+        on_device = batch.to(self.device)
+        ranges = self._micro_batches(on_device, micro_batch_size, micro_batch_tokens)
+        return torch.cat([self._values(on_device.rows(rows)) for rows in ranges]).to(batch.input_ids.device)
 
     def update(self, batch: TokenBatch, old_values: Tensor, returns: Tensor, *, clip_eps: float | None,
-               micro_batch_size: int = 4, mini_batches: int = 1, epochs: int = 1) -> dict[str, float]:
+               micro_batch_size: int = 4, micro_batch_tokens: int = 0, mini_batches: int = 1,
+               epochs: int = 1) -> dict[str, float]:
         """Fits the values to ``returns``: ``epochs`` passes of ``mini_batches`` optimizer steps, each
         on the clipped value loss (``rl.estimators.value_loss``), a token mean over its mini-batch.
 
@@ -75,6 +77,7 @@ class Critic(TrainedModel):
             returns: ``[B, T]`` targets, e.g. from ``rl.estimators.masked_gae``.
             clip_eps: how far a value may move from ``old_values`` unclipped; None: no clipping.
             micro_batch_size: rows per forward pass.
+            micro_batch_tokens: if set, also at most this many (padded) tokens per forward pass.
             mini_batches: optimizer steps per epoch.
             epochs: passes over the batch.
 
@@ -91,22 +94,23 @@ class Critic(TrainedModel):
             for rows in torch.arange(len(batch), device=self.device).tensor_split(mini_batches):
                 part = batch.rows(rows)
                 history.append(self._step(part, old_values[rows], returns[rows], clip_eps=clip_eps,
-                                          micro_batch_size=micro_batch_size))
+                                          micro_batch_size=micro_batch_size,
+                                          micro_batch_tokens=micro_batch_tokens))
         metrics = {f"critic/{key}": sum(m[key] for m in history) / len(history) for key in history[0]}
         metrics["perf/critic_tokens_per_s"] = int(batch.attention_mask.sum()) * epochs / (time.perf_counter() - started)
         return metrics
 
     def _step(self, batch: TokenBatch, old_values: Tensor, returns: Tensor, *, clip_eps: float | None,
-              micro_batch_size: int) -> dict[str, float]:
+              micro_batch_size: int, micro_batch_tokens: int) -> dict[str, float]:
         sums: dict[str, float] = {}
         group_tokens = self._group_sum(batch.num_tokens)
-        starts = range(0, len(batch), micro_batch_size)
-        for start in starts:
-            part, rows = batch.rows(slice(start, start + micro_batch_size)), slice(start, start + micro_batch_size)
+        ranges = self._micro_batches(batch, micro_batch_size, micro_batch_tokens)
+        for rows in ranges:
+            part = batch.rows(rows)
             loss, metrics = value_loss(self._values(part), old_values[rows], returns[rows], part.policy_mask,
                                        clip_eps=clip_eps)
             share = self._share(part.num_tokens, group_tokens)
-            with self.strategy.no_sync(start != starts[-1]):
+            with self.strategy.no_sync(rows != ranges[-1]):
                 self.strategy.backward(loss * share)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * share

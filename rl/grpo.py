@@ -49,6 +49,11 @@ class GRPOConfig:
     """Tokens per assistant turn."""
     micro_batch_size: int = 4
     """Episodes per learner forward pass."""
+    micro_batch_tokens: int = 0
+    """If set, a forward pass also holds at most this many tokens (its episodes padded to the
+    longest; a longer episode goes alone), as veRL's dynamic batch size: memory bounded by tokens,
+    so long episodes don't take a machine out of memory while short ones still go several at once.
+    0: episodes are counted only."""
     mini_batches: int = 1
     """Optimizer steps per epoch over one round's episodes (1: fully on-policy)."""
     epochs: int = 1
@@ -104,6 +109,9 @@ class GRPOConfig:
                                      ("kl_estimator", self.kl_estimator, KL_KINDS)):
             if value not in allowed:
                 raise ValueError(f"unknown grpo.{name} '{value}'; use one of {', '.join(allowed)}")
+        if self.micro_batch_size < 1 or self.micro_batch_tokens < 0:
+            raise ValueError(f"grpo.micro_batch_size must be >= 1 and grpo.micro_batch_tokens >= 0 (0: off), got "
+                             f"{self.micro_batch_size} and {self.micro_batch_tokens}")
 
 
 ADVANTAGE_ESTIMATORS = ("grpo", "reinforce_pp", "gae")
@@ -201,30 +209,31 @@ def train_grpo(*, learner, reference, workers: Sequence, tasks: Sequence[Task], 
         when None) and updates it (and the critic) on them; returns the update's metrics.
         ``advantages`` are per episode (``[B]``) or per token (``[B, T]``)."""
         batch = token_batch(trajectories, advantages, pad_id=policy.pad_token_id(), role=role)
+        micro = {"micro_batch_size": config.micro_batch_size, "micro_batch_tokens": config.micro_batch_tokens}
         if role is not None and batch.num_tokens == 0:
             return {"train/idle": 1.0}  # this role played no turn this round: nothing to learn
         if config.kl_coef:
             with timed(split, "perf/reference_seconds"):
                 batch = dataclasses.replace(batch, ref_logprobs=policy_reference.logprobs(
-                    batch, temperature=config.temperature, micro_batch_size=config.micro_batch_size))
+                    batch, temperature=config.temperature, **micro))
         kl_coef = config.kl_coef
         if config.advantage_estimator == "reinforce_pp":
             batch, kl_coef = reinforce_pp_batch(batch, rewards, kl_coef=config.kl_coef), 0.0
         if critic is not None:
             with timed(split, "perf/critic_seconds"):
-                values = critic.values(batch, micro_batch_size=config.micro_batch_size)
+                values = critic.values(batch, **micro)
             (batch, returns), kl_coef = ppo_batch(batch, rewards, values, kl_coef=config.kl_coef,
                                                   gamma=config.gamma, lam=config.lam), 0.0
         with timed(split, "perf/update_seconds"):
             metrics = policy.update(batch, clip_eps=config.clip_eps, kl_coef=kl_coef,
-                                    temperature=config.temperature, micro_batch_size=config.micro_batch_size,
+                                    temperature=config.temperature, **micro,
                                     mini_batches=config.mini_batches, epochs=config.epochs,
                                     tis_cap=config.tis_cap, behaviour_logprobs=config.one_step_off_policy,
                                     loss_agg=config.loss_agg, kl_estimator=config.kl_estimator)
         if critic is not None:
             with timed(split, "perf/critic_seconds"):
                 metrics.update(critic.update(batch, values, returns, clip_eps=config.value_clip,
-                                             micro_batch_size=config.micro_batch_size,
+                                             **micro,
                                              mini_batches=config.mini_batches, epochs=config.epochs))
         return metrics
 

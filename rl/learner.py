@@ -84,6 +84,16 @@ class TrainedModel:
         torch.distributed.all_reduce(total)
         return int(total.item())
 
+    def _micro_batches(self, batch: TokenBatch, rows: int, tokens: int) -> list[slice]:
+        """``batch.micro_batches(rows, tokens)``; in a group, as many as the learner with the most:
+        every learner runs each pass with the others (ZeRO-3 gathers the weights in each)."""
+        ranges = batch.micro_batches(rows, tokens)
+        if tokens and distributed():  # row counts alone split every learner's equal share alike
+            most = torch.tensor([len(ranges)], device=self.device)
+            torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+            ranges = batch.micro_batches(rows, tokens, at_least=int(most.item()))
+        return ranges
+
     def _share(self, units: int, group_units: int) -> float:
         """What a part with ``units`` (tokens, or sequences) weighs in a step's mean loss over
         ``group_units``; the group's gradient reduction averages over its learners, hence the
@@ -156,10 +166,12 @@ class Learner(TrainedModel):
     """Owns the policy being trained: SFT steps, GRPO/PPO updates, the weights rollout workers need
     (arguments: ``TrainedModel``)."""
 
-    def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, micro_batch_size: int = 4) -> torch.Tensor:
+    def logprobs(self, batch: TokenBatch, *, temperature: float = 1.0, micro_batch_size: int = 4,
+                 micro_batch_tokens: int = 0) -> torch.Tensor:
         """The current policy's log-prob of each policy token of ``batch`` (0 elsewhere), ``[B, T]``, no gradient."""
         return batch_logprobs(self.strategy.module, batch.to(self.device), temperature=temperature,
-                              micro_batch_size=micro_batch_size, bf16=self.bf16)
+                              micro_batches=self._micro_batches(batch, micro_batch_size, micro_batch_tokens),
+                              bf16=self.bf16)
 
     def sft_step(self, sequences: Sequence[Sequence[int]], masks: Sequence[Sequence[int]]) -> dict[str, float]:
         """One optimizer step of masked next-token cross-entropy (assistant tokens only; in a group,
@@ -176,7 +188,7 @@ class Learner(TrainedModel):
                 "perf/tokens_per_s": tokens / (time.perf_counter() - started)}
 
     def update(self, batch: TokenBatch, *, clip_eps: float, kl_coef: float, temperature: float,
-               micro_batch_size: int = 4, mini_batches: int = 1, epochs: int = 1,
+               micro_batch_size: int = 4, micro_batch_tokens: int = 0, mini_batches: int = 1, epochs: int = 1,
                tis_cap: float | None = None, behaviour_logprobs: bool = False, loss_agg: str = "token-mean",
                kl_estimator: str = "k3") -> dict[str, float]:
         """GRPO/PPO update on a scored batch: ``epochs`` passes of ``mini_batches`` optimizer steps each.
@@ -187,7 +199,7 @@ class Learner(TrainedModel):
         policy that generated the batch, when it lags the learner (one-step off-policy).
         Each mini-batch (consecutive rows) takes one optimizer step on its mean loss (over tokens, or
         over sequences: ``loss_agg``), accumulated over micro-batches of ``micro_batch_size`` rows
-        weighted by their tokens (or sequences).
+        (and ``micro_batch_tokens`` tokens) weighted by their tokens (or sequences).
 
         Args:
             batch: tokens, advantages and rollout log-probs; ``ref_logprobs`` when ``kl_coef != 0``.
@@ -195,6 +207,8 @@ class Learner(TrainedModel):
             kl_coef: weight of the k3 KL penalty to ``batch.ref_logprobs``.
             temperature: the sampling temperature.
             micro_batch_size: rows per forward pass.
+            micro_batch_tokens: if set, also at most this many tokens per forward pass (its rows
+                padded to the longest; ``TokenBatch.micro_batches``).
             mini_batches: optimizer steps per epoch, at most one per row.
             epochs: passes over the batch.
             tis_cap: if set, weight each token's policy gradient by the truncated importance ratio
@@ -230,8 +244,8 @@ class Learner(TrainedModel):
         # A single step runs on the policy before the update itself: its own forward pass gives the
         # learner's log-probs, saving a pass. Otherwise they are taken once, before any step moves the policy.
         single_step = mini_batches == 1 and epochs == 1
-        policy_logprobs = None if single_step else self.logprobs(batch, temperature=temperature,
-                                                                 micro_batch_size=micro_batch_size)
+        micro = {"micro_batch_size": micro_batch_size, "micro_batch_tokens": micro_batch_tokens}
+        policy_logprobs = None if single_step else self.logprobs(batch, temperature=temperature, **micro)
         old_logprobs = batch.rollout_logprobs if behaviour_logprobs else policy_logprobs
         history = []
         for _ in range(epochs):
@@ -241,8 +255,8 @@ class Learner(TrainedModel):
                     continue
                 metrics, step_logprobs = self._step(
                     mini_batch, None if old_logprobs is None else old_logprobs[rows], clip_eps=clip_eps,
-                    kl_coef=kl_coef, temperature=temperature, micro_batch_size=micro_batch_size, tis_cap=tis_cap,
-                    loss_agg=loss_agg, kl_estimator=kl_estimator)
+                    kl_coef=kl_coef, temperature=temperature, tis_cap=tis_cap, loss_agg=loss_agg,
+                    kl_estimator=kl_estimator, **micro)
                 history.append(metrics)
         if single_step:
             policy_logprobs = step_logprobs
@@ -260,7 +274,8 @@ class Learner(TrainedModel):
         return metrics
 
     def _step(self, batch: TokenBatch, old_logprobs: torch.Tensor | None, *, clip_eps: float, kl_coef: float,
-              temperature: float, micro_batch_size: int, tis_cap: float | None, loss_agg: str, kl_estimator: str):
+              temperature: float, micro_batch_size: int, micro_batch_tokens: int, tis_cap: float | None,
+              loss_agg: str, kl_estimator: str):
         """One optimizer step on ``batch``; old log-probs None: this forward pass's own (detached).
 
         Returns the step's metrics and the policy's log-probs before the step, ``[b, T]``.
@@ -271,9 +286,9 @@ class Learner(TrainedModel):
             return part.num_tokens if loss_agg == "token-mean" else int((part.policy_mask.sum(dim=1) > 0).sum())
 
         group_units = self._group_sum(units(batch))
-        starts = range(0, len(batch), micro_batch_size)
-        for start in starts:
-            part = batch.rows(slice(start, start + micro_batch_size))
+        ranges = self._micro_batches(batch, micro_batch_size, micro_batch_tokens)
+        for rows in ranges:
+            part = batch.rows(rows)
             mask = part.policy_mask
             # In a group every learner runs as many backward passes as the others (each one may reduce).
             if part.num_tokens == 0 and not distributed():
@@ -282,13 +297,13 @@ class Learner(TrainedModel):
             logp = masked_token_logprobs(self.strategy.module, part.input_ids, part.attention_mask, mask,
                                          temperature=temperature, bf16=self.bf16)
             policy_logprobs.append(logp.detach())
-            old = logp.detach() if old_logprobs is None else old_logprobs[start : start + micro_batch_size]
+            old = logp.detach() if old_logprobs is None else old_logprobs[rows]
             weights = None if tis_cap is None else truncated_importance_weights(old, part.rollout_logprobs,
                                                                                 cap=tis_cap)
             loss, metrics = grpo_loss(logp, old, part.ref_logprobs, part.advantages, mask, clip_eps=clip_eps,
                                       kl_coef=kl_coef, weights=weights, loss_agg=loss_agg, kl_estimator=kl_estimator)
             share = self._share(units(part), group_units)  # the step's loss is a mean over all of them
-            with self.strategy.no_sync(start != starts[-1]):  # DDP reduces in a step's last backward
+            with self.strategy.no_sync(rows != ranges[-1]):  # DDP reduces in a step's last backward
                 self.strategy.backward(loss * share)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * share

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -86,9 +88,10 @@ def place(values: Tensor, select: Tensor, width: int) -> Tensor:
 
 
 @torch.no_grad()
-def batch_logprobs(model, batch: TokenBatch, *, temperature: float, micro_batch_size: int = 4,
+def batch_logprobs(model, batch: TokenBatch, *, temperature: float, micro_batches: Sequence[slice] | None = None,
                    bf16: bool = True) -> Tensor:
-    """:func:`masked_token_logprobs` of a whole batch without gradient, ``micro_batch_size`` rows at a time.
+    """:func:`masked_token_logprobs` of a whole batch without gradient, one forward pass per range of
+    ``micro_batches`` (``TokenBatch.micro_batches``; None: 4 rows at a time).
 
     Scores the positions of ``batch.policy_mask``. The batch must be on the model's device.
 
@@ -98,5 +101,5 @@ def batch_logprobs(model, batch: TokenBatch, *, temperature: float, micro_batch_
     return torch.cat([
         masked_token_logprobs(model, part.input_ids, part.attention_mask, part.policy_mask, temperature=temperature,
                               bf16=bf16)
-        for part in batch.split(micro_batch_size)
+        for part in map(batch.rows, batch.micro_batches(4) if micro_batches is None else micro_batches)
     ])

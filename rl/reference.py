@@ -41,14 +41,16 @@ class ReferenceModel:
             self.model = self.model.merge_and_unload()
         self.model.eval().requires_grad_(False)
 
-    def logprobs(self, batch: TokenBatch, *, temperature: float, micro_batch_size: int = 4) -> torch.Tensor:
+    def logprobs(self, batch: TokenBatch, *, temperature: float, micro_batch_size: int = 4,
+                 micro_batch_tokens: int = 0) -> torch.Tensor:
         """Reference log-prob of each policy token of ``batch`` (0 elsewhere), ``[B, T]``, no gradient.
 
         Args:
             batch: the token batch, on any device; the result comes back on the same one.
             temperature: the sampling temperature (the learner's log-probs use it too).
             micro_batch_size: rows per forward pass.
+            micro_batch_tokens: if set, also at most this many (padded) tokens per forward pass.
         """
         scored = batch_logprobs(self.model, batch.to(self.device), temperature=temperature,
-                                micro_batch_size=micro_batch_size, bf16=self.bf16)
+                                micro_batches=batch.micro_batches(micro_batch_size, micro_batch_tokens), bf16=self.bf16)
         return scored.to(batch.input_ids.device)

@@ -74,6 +74,9 @@ def verl_settings(config, *, export_dir: Path, model_dir: Path, adapter_dir: Pat
              "lr_warmup_steps": learner.warmup_steps or -1, "min_lr_ratio": learner.min_lr_ratio,
              "lr_scheduler_type": LR_SCHEDULES[learner.lr_schedule]}
     micro_batch = {"log_prob_micro_batch_size_per_gpu": grpo.micro_batch_size}
+    # veRL packs micro-batches by tokens (its rollout and reference log-probs follow the actor's setting)
+    dynamic_batch = ({"use_dynamic_bsz": True, "ppo_max_token_len_per_gpu": grpo.micro_batch_tokens}
+                     if grpo.micro_batch_tokens else {})
     settings: dict[str, Any] = {
         "data": {
             "train_files": str(export_dir / "data" / "train.parquet"),
@@ -94,6 +97,7 @@ def verl_settings(config, *, export_dir: Path, model_dir: Path, adapter_dir: Pat
                 "optim": optim,
                 "ppo_mini_batch_size": max(grpo.tasks_per_step // max(grpo.mini_batches, 1), 1),
                 "ppo_micro_batch_size_per_gpu": grpo.micro_batch_size,
+                **dynamic_batch,
                 "ppo_epochs": grpo.epochs,
                 "clip_ratio": grpo.clip_eps,
                 "loss_agg_mode": grpo.loss_agg,
@@ -148,7 +152,7 @@ def verl_settings(config, *, export_dir: Path, model_dir: Path, adapter_dir: Pat
         settings["algorithm"]["rollout_correction"] = {"rollout_is": "token", "rollout_is_threshold": grpo.tis_cap}
     if grpo.advantage_estimator == "gae":
         settings["critic"] = {"optim": {"lr": grpo.critic_lr}, "model": {"path": str(model_dir)},
-                              "ppo_micro_batch_size_per_gpu": grpo.micro_batch_size,
+                              "ppo_micro_batch_size_per_gpu": grpo.micro_batch_size, **dynamic_batch,
                               "cliprange_value": grpo.value_clip if grpo.value_clip is not None else 1e9}
     return settings
 

@@ -37,6 +37,7 @@ def test_overrides_win_and_keep_types():
         (["grpo.steps"], "must look like key=value"),
         (["model.device=tpu"], "bad value for 'model.device': 'tpu'"),
         (["rollout.engine=sglang"], "unknown rollout.engine 'sglang'; use one of auto, hf, vllm"),
+        (["grpo.micro_batch_tokens=-1"], "grpo.micro_batch_tokens >= 0"),
     ],
 )
 def test_bad_overrides_are_named(overrides, message):

@@ -93,6 +93,9 @@ def test_tool_agent_and_trainer_configs(run):
     (["grpo.dynamic_sampling_rounds=2", "grpo.tis_cap=2.5"],
      {"algorithm.filter_groups.enable": True, "algorithm.filter_groups.max_num_gen_batches": 3,
       "algorithm.rollout_correction.rollout_is_threshold": 2.5}),
+    (["grpo.advantage_estimator=gae", "grpo.micro_batch_tokens=4096"],
+     {"actor_rollout_ref.actor.use_dynamic_bsz": True, "actor_rollout_ref.actor.ppo_max_token_len_per_gpu": 4096,
+      "critic.use_dynamic_bsz": True, "critic.ppo_max_token_len_per_gpu": 4096}),
     (["model.lora_r=0", "grpo.loss_agg=seq-mean-token-sum"], {"actor_rollout_ref.model.lora_rank": 0,
                                                               "actor_rollout_ref.actor.loss_agg_mode":
                                                                   "seq-mean-token-sum"}),

@@ -62,3 +62,23 @@ def test_rows_and_split():
     assert [len(part) for part in parts] == [2, 1]
     assert torch.equal(torch.cat([part.loss_mask for part in parts]), batch.loss_mask)
     assert batch.to("cpu").input_ids.device.type == "cpu"
+
+
+def test_micro_batches_hold_at_most_so_many_rows_and_padded_tokens():
+    lengths = [3, 3, 3, 9, 2, 2, 2, 2]
+    batch = TokenBatch.from_sequences([[1] * n for n in lengths], [[1] * n for n in lengths], pad_id=0)
+    assert batch.micro_batches(3) == [slice(0, 3), slice(3, 6), slice(6, 8)]
+    # 9 tokens: three rows of 3, then the 9-token row alone, then four rows of 2 would be 8 but rows cap at 3
+    ranges = batch.micro_batches(3, tokens=9)
+    assert ranges == [slice(0, 3), slice(3, 4), slice(4, 7), slice(7, 8)]
+    for part in ranges:
+        assert len(range(8)[part]) <= 3 and (len(range(8)[part]) == 1 or len(range(8)[part]) * max(lengths[part]) <= 9)
+    assert batch.micro_batches(8, tokens=4) == [slice(i, i + 1) for i in range(3)] + [slice(3, 4), slice(4, 6),
+                                                                                       slice(6, 8)]
+    # halving the costliest ranges until there are as many as asked, never more than the rows
+    assert batch.micro_batches(8, tokens=100, at_least=2) == [slice(0, 4), slice(4, 8)]
+    assert len(batch.micro_batches(8, tokens=100, at_least=20)) == 8
+    with pytest.raises(ValueError, match="rows >= 1 and tokens >= 0"):
+        batch.micro_batches(0)
+    with pytest.raises(ValueError, match="rows >= 1 and tokens >= 0"):
+        batch.micro_batches(2, tokens=-1)

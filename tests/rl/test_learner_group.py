@@ -50,6 +50,25 @@ def test_two_learners_step_like_one_with_twice_the_accumulation(tiny_model_dir, 
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_learners_whose_token_budgets_split_their_rows_differently_still_pass_together(tiny_model_dir, tiny_tokenizer,
+                                                                                      ray_local):
+    batch = conversation_batch(tiny_tokenizer)
+    first, second = batch.rows(slice(0, 2)), batch.rows(slice(2, 4))
+    budget = 2 * int(first.attention_mask.sum(dim=1).max())
+    # alone, the first learner's rows fit one pass and the second's need two: under ZeRO-3, which
+    # gathers the weights in every forward pass, the first must run two as well
+    assert len(first.micro_batches(2, budget)) == 1 and len(second.micro_batches(2, budget)) == 2
+    kwargs = dict(model_name=str(tiny_model_dir), lora=LORA, lr=1e-2, seed=0, bf16=False)
+    expected = Learner(**kwargs).update(batch, micro_batch_size=2, **UPDATE)
+    group = LearnerGroup.spawn(LearnerConfig(strategy="deepspeed", zero_stage=3, num_learners=2), num_threads=1,
+                               **kwargs)
+    got = group.update(batch, micro_batch_size=2, micro_batch_tokens=budget, **UPDATE)
+    for key in ("train/loss", "train/policy_loss", "train/grad_norm"):
+        assert got[key] == pytest.approx(expected[key], abs=ATOL), key
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", [2, 3], ids=["zero2", "zero3"])
 def test_a_group_checkpoint_resumes_to_the_same_next_step(tiny_model_dir, tiny_tokenizer, ray_local, tmp_path,
                                                           stage):

@@ -31,7 +31,8 @@ def test_masked_token_logprobs_equal_a_full_log_softmax(tiny_model_dir, lora, ep
     torch.testing.assert_close(scored, expected, rtol=1e-5, atol=1e-5)
     assert torch.all(scored[batch.policy_mask == 0] == 0) and torch.all(scored[batch.policy_mask == 1] < 0)
     # micro-batches of one row (with less trailing padding) score the same
-    torch.testing.assert_close(batch_logprobs(model, batch, temperature=0.7, micro_batch_size=1, bf16=False),
+    torch.testing.assert_close(batch_logprobs(model, batch, temperature=0.7, micro_batches=batch.micro_batches(1),
+                                              bf16=False),
                                expected, rtol=1e-5, atol=1e-5)
 
 

@@ -136,40 +136,52 @@ class TokenBatch:
             raise ValueError(f"split size must be >= 1, got {size}")
         return [self.rows(slice(start, start + size)) for start in range(0, len(self), size)]
 
-    def micro_batches(self, rows: int, tokens: int = 0, *, at_least: int = 1) -> list[slice]:
-        """Consecutive row ranges, one per forward pass: at most ``rows`` rows each and, when
-        ``tokens`` is set, at most that many tokens once padded to the range's longest sequence (a
-        longer sequence goes alone), so a pass's memory is bounded by tokens rather than a row count.
-        The costliest range is halved until there are ``at_least`` (as far as the rows allow): the
-        learners of a group each run as many passes as the others.
+    def micro_batches(self, rows: int, tokens: int = 0, *, at_least: int = 1) -> list[list[int]]:
+        """The rows of each forward pass: at most ``rows`` of them and, when ``tokens`` is set, at most
+        that many tokens once padded to the pass's longest sequence (a longer one goes alone), so a
+        pass's memory is bounded by tokens rather than a row count. With ``tokens``, rows of like
+        length go together (longest first): short episodes share a pass while a long one goes alone.
+        Otherwise consecutive rows. The costliest pass is halved until there are ``at_least`` (as far
+        as the rows allow): the learners of a group each run as many passes as the others.
 
-        >>> batch = TokenBatch.from_sequences([[1] * 5, [1] * 2, [1] * 2, [1] * 6], [[1] * 5, [1] * 2, [1] * 2, [1] * 6], pad_id=0)
-        >>> batch.micro_batches(4, tokens=10)
-        [slice(0, 2, None), slice(2, 3, None), slice(3, 4, None)]
-        >>> batch.micro_batches(4, tokens=10, at_least=4)
-        [slice(0, 1, None), slice(1, 2, None), slice(2, 3, None), slice(3, 4, None)]
+        >>> lengths = [5, 2, 6, 2]
+        >>> batch = TokenBatch.from_sequences([[1] * n for n in lengths], [[1] * n for n in lengths], pad_id=0)
+        >>> batch.micro_batches(2)
+        [[0, 1], [2, 3]]
+        >>> batch.micro_batches(4, tokens=9)
+        [[2], [0], [1, 3]]
+        >>> batch.micro_batches(4, tokens=9, at_least=4)
+        [[2], [0], [1], [3]]
         """
         if rows < 1 or tokens < 0:
             raise ValueError(f"a micro-batch needs rows >= 1 and tokens >= 0, got rows={rows}, tokens={tokens}")
         lengths = self.attention_mask.sum(dim=1).tolist()
-        ranges, start, longest = [], 0, 0
-        for end, length in enumerate(lengths):
-            full = end - start >= rows or (tokens and (end - start + 1) * max(longest, length) > tokens)
-            if end > start and full:
-                ranges.append(slice(start, end))
-                start, longest = end, 0
-            longest = max(longest, length)
-        ranges.append(slice(start, len(lengths)))
+        order = sorted(range(len(lengths)), key=lambda row: -lengths[row]) if tokens else range(len(lengths))
+        parts: list[list[int]] = []
+        for row in order:
+            part = parts[-1] if parts else []
+            longest = max([lengths[row]] + [lengths[other] for other in part])
+            if not part or len(part) >= rows or (tokens and (len(part) + 1) * longest > tokens):
+                parts.append([row])
+            else:
+                part.append(row)
 
-        def cost(part: slice) -> int:
-            return (part.stop - part.start) * max(lengths[part])
+        def cost(part: list[int]) -> int:
+            return len(part) * max(lengths[row] for row in part)
 
-        while len(ranges) < at_least and any(part.stop - part.start > 1 for part in ranges):
-            index, part = max(((i, p) for i, p in enumerate(ranges) if p.stop - p.start > 1), key=lambda ip: cost(ip[1]))
-            middle = (part.start + part.stop) // 2
-            ranges[index : index + 1] = [slice(part.start, middle), slice(middle, part.stop)]
-        return ranges
+        while len(parts) < at_least and any(len(part) > 1 for part in parts):
+            index = max((i for i, part in enumerate(parts) if len(part) > 1), key=lambda i: cost(parts[i]))
+            part = parts[index]
+            parts[index : index + 1] = [part[: len(part) // 2], part[len(part) // 2 :]]
+        return parts
 
     def to(self, device: torch.device | str) -> TokenBatch:
         """The same batch with every tensor on ``device``."""
         return self._map(lambda tensor: tensor.to(device))
+
+
+def in_row_order(parts: Sequence[Sequence[int]], values: Sequence[Tensor]) -> Tensor:
+    """The results of each pass of :meth:`TokenBatch.micro_batches` (``[len(part), T]`` each) as one
+    ``[B, T]`` tensor in the batch's row order."""
+    rows = torch.tensor([row for part in parts for row in part], device=values[0].device)
+    return torch.cat(list(values))[torch.argsort(rows)]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from rl.batch import TokenBatch
+from rl.batch import TokenBatch, in_row_order
 from rl.estimators import value_loss
 from rl.learner import TrainedModel
 from rl.logprobs import decoder_states, language_model, outputs_at, place
@@ -62,8 +62,9 @@ class Critic(TrainedModel):
     def values(self, batch: TokenBatch, *, micro_batch_size: int = 4, micro_batch_tokens: int = 0) -> Tensor:
         """The value of each policy token's state (0 elsewhere), ``[B, T]``, on the batch's device."""
         on_device = batch.to(self.device)
-        ranges = self._micro_batches(on_device, micro_batch_size, micro_batch_tokens)
-        return torch.cat([self._values(on_device.rows(rows)) for rows in ranges]).to(batch.input_ids.device)
+        parts = self._micro_batches(on_device, micro_batch_size, micro_batch_tokens)
+        values = in_row_order(parts, [self._values(on_device.rows(rows)) for rows in parts])
+        return values.to(batch.input_ids.device)
 
     def update(self, batch: TokenBatch, old_values: Tensor, returns: Tensor, *, clip_eps: float | None,
                micro_batch_size: int = 4, micro_batch_tokens: int = 0, mini_batches: int = 1,
@@ -104,13 +105,13 @@ class Critic(TrainedModel):
               micro_batch_size: int, micro_batch_tokens: int) -> dict[str, float]:
         sums: dict[str, float] = {}
         group_tokens = self._group_sum(batch.num_tokens)
-        ranges = self._micro_batches(batch, micro_batch_size, micro_batch_tokens)
-        for rows in ranges:
+        parts = self._micro_batches(batch, micro_batch_size, micro_batch_tokens)
+        for rows in parts:
             part = batch.rows(rows)
             loss, metrics = value_loss(self._values(part), old_values[rows], returns[rows], part.policy_mask,
                                        clip_eps=clip_eps)
             share = self._share(part.num_tokens, group_tokens)
-            with self.strategy.no_sync(rows != ranges[-1]):
+            with self.strategy.no_sync(rows != parts[-1]):
                 self.strategy.backward(loss * share)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * share

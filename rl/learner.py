@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from rl.algorithms import grpo_loss, masked_mean, truncated_importance_weights
-from rl.batch import TokenBatch
+from rl.batch import TokenBatch, in_row_order
 from rl.checkpoints import save_checkpoint, step_dir
 from rl.logprobs import PolicyLogits, batch_logprobs, masked_token_logprobs
 from rl.strategy import LearnerConfig, Strategy, distributed, free_port, init_process_group, resolve_backend
@@ -84,15 +84,15 @@ class TrainedModel:
         torch.distributed.all_reduce(total)
         return int(total.item())
 
-    def _micro_batches(self, batch: TokenBatch, rows: int, tokens: int) -> list[slice]:
+    def _micro_batches(self, batch: TokenBatch, rows: int, tokens: int) -> list[list[int]]:
         """``batch.micro_batches(rows, tokens)``; in a group, as many as the learner with the most:
         every learner runs each pass with the others (ZeRO-3 gathers the weights in each)."""
-        ranges = batch.micro_batches(rows, tokens)
+        parts = batch.micro_batches(rows, tokens)
         if tokens and distributed():  # row counts alone split every learner's equal share alike
-            most = torch.tensor([len(ranges)], device=self.device)
+            most = torch.tensor([len(parts)], device=self.device)
             torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
-            ranges = batch.micro_batches(rows, tokens, at_least=int(most.item()))
-        return ranges
+            parts = batch.micro_batches(rows, tokens, at_least=int(most.item()))
+        return parts
 
     def _share(self, units: int, group_units: int) -> float:
         """What a part with ``units`` (tokens, or sequences) weighs in a step's mean loss over
@@ -286,8 +286,8 @@ class Learner(TrainedModel):
             return part.num_tokens if loss_agg == "token-mean" else int((part.policy_mask.sum(dim=1) > 0).sum())
 
         group_units = self._group_sum(units(batch))
-        ranges = self._micro_batches(batch, micro_batch_size, micro_batch_tokens)
-        for rows in ranges:
+        parts = self._micro_batches(batch, micro_batch_size, micro_batch_tokens)
+        for rows in parts:
             part = batch.rows(rows)
             mask = part.policy_mask
             # In a group every learner runs as many backward passes as the others (each one may reduce).
@@ -303,12 +303,12 @@ class Learner(TrainedModel):
             loss, metrics = grpo_loss(logp, old, part.ref_logprobs, part.advantages, mask, clip_eps=clip_eps,
                                       kl_coef=kl_coef, weights=weights, loss_agg=loss_agg, kl_estimator=kl_estimator)
             share = self._share(units(part), group_units)  # the step's loss is a mean over all of them
-            with self.strategy.no_sync(rows != ranges[-1]):  # DDP reduces in a step's last backward
+            with self.strategy.no_sync(rows != parts[-1]):  # DDP reduces in a step's last backward
                 self.strategy.backward(loss * share)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value * share
         sums["grad_norm"] = self.strategy.step()
-        return sums, torch.cat(policy_logprobs)
+        return sums, in_row_order(parts, policy_logprobs)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Current trained weights (LoRA, or all), for the rollout workers (in a group, every learner

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl.algorithms import token_logprobs
-from rl.batch import TokenBatch
+from rl.batch import TokenBatch, in_row_order
 
 
 class PolicyLogits(nn.Module):
@@ -88,18 +88,19 @@ def place(values: Tensor, select: Tensor, width: int) -> Tensor:
 
 
 @torch.no_grad()
-def batch_logprobs(model, batch: TokenBatch, *, temperature: float, micro_batches: Sequence[slice] | None = None,
-                   bf16: bool = True) -> Tensor:
-    """:func:`masked_token_logprobs` of a whole batch without gradient, one forward pass per range of
-    ``micro_batches`` (``TokenBatch.micro_batches``; None: 4 rows at a time).
+def batch_logprobs(model, batch: TokenBatch, *, temperature: float,
+                   micro_batches: Sequence[Sequence[int]] | None = None, bf16: bool = True) -> Tensor:
+    """:func:`masked_token_logprobs` of a whole batch without gradient, one forward pass per part of
+    ``micro_batches`` (rows, from ``TokenBatch.micro_batches``; None: 4 consecutive rows at a time).
 
     Scores the positions of ``batch.policy_mask``. The batch must be on the model's device.
 
     Returns:
         ``[B, T]`` float32 log-probs.
     """
-    return torch.cat([
+    parts = batch.micro_batches(4) if micro_batches is None else micro_batches
+    return in_row_order(parts, [
         masked_token_logprobs(model, part.input_ids, part.attention_mask, part.policy_mask, temperature=temperature,
                               bf16=bf16)
-        for part in map(batch.rows, batch.micro_batches(4) if micro_batches is None else micro_batches)
+        for part in map(batch.rows, parts)
     ])

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from rl.batch import TokenBatch
+from rl.batch import TokenBatch, in_row_order
 
 
 def three_rows(**kwargs) -> TokenBatch:
@@ -65,20 +65,25 @@ def test_rows_and_split():
 
 
 def test_micro_batches_hold_at_most_so_many_rows_and_padded_tokens():
-    lengths = [3, 3, 3, 9, 2, 2, 2, 2]
+    lengths = [3, 9, 3, 2, 3, 2, 2, 2]
     batch = TokenBatch.from_sequences([[1] * n for n in lengths], [[1] * n for n in lengths], pad_id=0)
-    assert batch.micro_batches(3) == [slice(0, 3), slice(3, 6), slice(6, 8)]
-    # 9 tokens: three rows of 3, then the 9-token row alone, then four rows of 2 would be 8 but rows cap at 3
-    ranges = batch.micro_batches(3, tokens=9)
-    assert ranges == [slice(0, 3), slice(3, 4), slice(4, 7), slice(7, 8)]
-    for part in ranges:
-        assert len(range(8)[part]) <= 3 and (len(range(8)[part]) == 1 or len(range(8)[part]) * max(lengths[part]) <= 9)
-    assert batch.micro_batches(8, tokens=4) == [slice(i, i + 1) for i in range(3)] + [slice(3, 4), slice(4, 6),
-                                                                                       slice(6, 8)]
-    # halving the costliest ranges until there are as many as asked, never more than the rows
-    assert batch.micro_batches(8, tokens=100, at_least=2) == [slice(0, 4), slice(4, 8)]
+    assert batch.micro_batches(3) == [[0, 1, 2], [3, 4, 5], [6, 7]]  # rows alone: consecutive, as before
+    parts = batch.micro_batches(3, tokens=9)
+    # the 9-token row alone, the 3-token rows together, then the 2-token ones, 3 at most
+    assert parts == [[1], [0, 2, 4], [3, 5, 6], [7]]
+    for part in parts:
+        assert len(part) <= 3 and (len(part) == 1 or len(part) * max(lengths[row] for row in part) <= 9)
+    assert sorted(row for part in batch.micro_batches(8, tokens=4) for row in part) == list(range(8))
+    # the costliest part is halved until there are as many as asked, never more than the rows
+    assert batch.micro_batches(8, tokens=100, at_least=2) == [[1, 0, 2, 4], [3, 5, 6, 7]]
     assert len(batch.micro_batches(8, tokens=100, at_least=20)) == 8
     with pytest.raises(ValueError, match="rows >= 1 and tokens >= 0"):
         batch.micro_batches(0)
     with pytest.raises(ValueError, match="rows >= 1 and tokens >= 0"):
         batch.micro_batches(2, tokens=-1)
+
+
+def test_results_of_reordered_micro_batches_come_back_in_row_order():
+    values = torch.arange(8.0).reshape(4, 2)  # row r holds 2r, 2r + 1
+    parts = [[2], [0, 3], [1]]
+    assert torch.equal(in_row_order(parts, [values[part] for part in parts]), values)

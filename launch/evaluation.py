@@ -20,7 +20,7 @@ from envs.types import DialogueOutcome, DialogueTask, RankingTask, RatingOutcome
 from launch.config import RunConfig
 from launch.stages import (RunPaths, env_spec, episode_settings, keyed, rollout_workers, stage_data, task_kind,
                            teacher_weights)
-from rollout.actors import broadcast, map_actors_chunked, release
+from rollout.actors import broadcast, map_actors, map_actors_chunked, release
 from rollout.engines.base import SamplingParams, derive_seed
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.policy import checkpoint_fingerprint, is_checkpoint, role_checkpoints
@@ -45,7 +45,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
     ``samples/<method>.jsonl`` (``samples.<tasks file name>/`` for ``tasks_file``). The teacher's
     episodes are played by ``teacher.num_workers`` Ray actors and saved shard by shard in
     ``teacher-eval/<key>/shards`` (see ``teacher_eval_folder``), so an interrupted evaluation of a
-    slow (LLM) teacher resumes after its last saved shard.
+    slow (LLM) teacher resumes after its last saved shard; a student's, chunk by chunk in
+    ``student-eval/<method>-<fingerprint>/``, resumes likewise.
     """
     from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
     from teachers.pipeline import play_teacher
@@ -121,7 +122,8 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                     print(f"eval {method}: reusing its results in {out_path} (same weights and settings)")
                 else:
                     workers, loaded = load_student(workers, config, spec, adapter), True
-                    trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+                    trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0,
+                                                 out=paths.student_eval / f"{method}-{fingerprints[method]}")
                     log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
                                     episodes_dir=samples_dir)
                     ranks[method] = [t.rank for t in trajectories]
@@ -323,15 +325,34 @@ def student_fingerprint(config: RunConfig, weights: str, *, best_of_k: bool = Fa
 
 
 def play_students(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str, samples: int,
-                  temperature: float) -> list:
-    """``samples`` episodes per task (task by task, samples together) on the workers' current weights."""
+                  temperature: float, out: Path | None = None) -> list:
+    """``samples`` episodes per task (task by task, samples together) on the workers' current weights.
+
+    With ``out`` (one sample per task), each chunk of episodes is saved there as it finishes, so an
+    interrupted evaluation started again plays only the chunks not saved yet (``out`` must be
+    named after the weights and settings: ``student_fingerprint``).
+    """
     params = SamplingParams(max_new_tokens=config.eval.max_new_tokens, temperature=temperature)
     requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.eval.seed, "eval", index, sample))
                 for index, task in enumerate(tasks) for sample in range(samples)]
-    return map_actors_chunked(workers, RolloutWorker.rollout, requests,
-                              chunk_size=len(workers) * config.rollout.max_batch_size,
-                              desc=f"eval {source}" + (f" x{samples}" if samples > 1 else ""), params=params,
-                              source=source)
+    chunk_size = len(workers) * config.rollout.max_batch_size
+    desc = f"eval {source}" + (f" x{samples}" if samples > 1 else "")
+    if out is None or samples != 1:
+        return map_actors_chunked(workers, RolloutWorker.rollout, requests, chunk_size=chunk_size, desc=desc,
+                                  params=params, source=source)
+    from tqdm import tqdm
+
+    from teachers.shards import TrajectoryShards, tasks_digest
+
+    # one folder per task list and chunk size: another evaluation never meets these shards
+    shards = TrajectoryShards.open(out / f"{tasks_digest(tasks)[:16]}-{chunk_size}", tasks, shard_size=chunk_size,
+                                   settings={"student": out.name})
+    missing = shards.missing()
+    for index in tqdm(missing, desc=desc, unit="chunk", initial=len(shards.shards) - len(missing),
+                      total=len(shards.shards)):
+        part = requests[index * chunk_size : (index + 1) * chunk_size]
+        shards.write(index, map_actors(workers, RolloutWorker.rollout, part, params=params, source=source))
+    return shards.read_all()
 
 
 def student_best_of_k(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str

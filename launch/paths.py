@@ -66,6 +66,12 @@ class RunPaths:
         """The teacher's evaluation episodes, one folder of shards per task list and settings."""
         return self.root / "teacher-eval"
 
+    @property
+    def student_eval(self) -> Path:
+        """A student's greedy evaluation episodes, one folder of shards per student, weights, task
+        list and settings."""
+        return self.root / "student-eval"
+
     def config(self, command: str) -> Path:
         """The configuration ``recrl <command>`` ran with (each command saves its own)."""
         return self.root / f"config.{command}.yaml"

@@ -194,6 +194,33 @@ def test_a_teacher_evaluation_resumes_after_its_last_saved_shard(tmp_path, monke
     assert played == [2, 2, 2, 1] and len(list(RunPaths(tmp_path).teacher_eval.iterdir())) == 2
 
 
+def test_a_student_evaluation_resumes_after_its_last_saved_chunk(tmp_path, monkeypatch):
+    from rollout.worker import RolloutWorker
+
+    overrides = [f"run_dir={tmp_path}", "data.dataset=synthetic", "data.num_negatives=4", "model.name=tiny-random",
+                 "model.lora_r=0", "rollout.num_workers=0", "rollout.max_batch_size=2", "env.tools=[popularity]",
+                 "eval.methods=[student_base]", "eval.num_tasks=5", "eval.max_new_tokens=16"]
+    first = evaluation.stage_eval(load_config(None, overrides))
+    [student] = RunPaths(tmp_path).student_eval.iterdir()
+    assert student.name == f"student_base-{first['fingerprints']['student_base']}"
+    [folder] = student.iterdir()
+    chunks = sorted(folder.glob("shard-*.jsonl"))
+    assert len(chunks) == 3 and len(first["ranks"]["student_base"]) == 5  # 2 tasks a chunk
+    chunks[1].unlink()  # as if killed while playing the second chunk
+    RunPaths(tmp_path).eval_json.unlink()  # and before eval.json had the student's results
+    played, rollout = [], RolloutWorker.rollout
+
+    @functools.wraps(rollout)
+    def counting_rollout(self, requests, **kwargs):
+        played.append([request.task.task_id for request in requests])
+        return rollout(self, requests, **kwargs)
+
+    monkeypatch.setattr(RolloutWorker, "rollout", counting_rollout)
+    again = evaluation.stage_eval(load_config(None, overrides))
+    assert played == [first["task_ids"][2:4]]  # only the missing chunk
+    assert again["methods"]["student_base"] == first["methods"]["student_base"] and again["ranks"] == first["ranks"]
+
+
 def test_the_teacher_plays_a_seeded_sample_of_the_training_tasks(tmp_path):
     from envs.data.splits import sample_in_order
     from teachers.pipeline import TeacherConfig

@@ -43,7 +43,6 @@ ARMS = {"rows-4": (4, False), "rows-1": (1, False), "tokens": (8, True)}
 SMOLLM2_135M = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
                 "num_key_value_heads": 3, "head_dim": 64, "tie_word_embeddings": True, "max_position_embeddings": 8192}
 """SmolLM2-135M's architecture, for ``--random-init`` (the tokenizer is the tiny model's: SmolLM2's)."""
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def random_model(folder: Path) -> Path:
@@ -83,7 +82,7 @@ def run_arm(args) -> dict:
     device = args.device
     with tempfile.TemporaryDirectory() as folder:
         model = str(random_model(Path(folder))) if args.random_init else args.model
-        learner = Learner(model_name=model, lora=LoraSettings(r=16, alpha=32, target_modules=LORA_TARGETS),
+        learner = Learner(model_name=model, lora=LoraSettings(),
                           lr=1e-6, seed=0, bf16=True, device=device)
     batch = mixed_batch(args, learner.model.config.vocab_size)
     rows, by_tokens = ARMS[args.child]

@@ -160,8 +160,8 @@ class TokenBatch:
         parts: list[list[int]] = []
         for row in order:
             part = parts[-1] if parts else []
-            longest = max([lengths[row]] + [lengths[other] for other in part])
-            if not part or len(part) >= rows or (tokens and (len(part) + 1) * longest > tokens):
+            # with ``tokens`` the rows come longest first: a part's first row is its longest
+            if not part or len(part) >= rows or (tokens and (len(part) + 1) * lengths[part[0]] > tokens):
                 parts.append([row])
             else:
                 part.append(row)

@@ -7,7 +7,8 @@
 # as it goes, so a killed run started again continues where it stopped.
 #   bash bench/llm_teachers.sh                  # all three systems
 #   bash bench/llm_teachers.sh mars             # one of them
-# Then `recrl compare runs/llm_teachers/<system> student_sft-teacher --markdown` for the intervals.
+# Each system ends with runs/llm_teachers/<system>/compare.md: HR@1/3/5 of random, pop, the teacher
+# and the student, and paired bootstrap intervals of student - teacher and teacher - random.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECRL=${RECRL:-.venv/bin/recrl}
@@ -38,5 +39,7 @@ for system in "${SYSTEMS[@]}"; do
     echo "== $system: teacher on $TEACH_TASKS training tasks, SFT, then the teacher and the student on every held-out user"
     "$RECRL" teach "${args[@]}"  # replays only the shards not saved yet
     "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || "$RECRL" sft "${args[@]}"  # SFT only if not done yet
-    "$RECRL" eval "${args[@]}" "eval.methods=[teacher,student_sft]" eval.num_tasks=0  # the teacher resumes too
+    # the teacher's and the student's episodes resume from what is saved; random and pop take seconds
+    "$RECRL" eval "${args[@]}" "eval.methods=[random,pop,teacher,student_sft]" eval.num_tasks=0
+    "$RECRL" compare "$run" student_sft-teacher teacher-random --metric hr@1 --metric hr@3 --metric hr@5 --markdown
 done

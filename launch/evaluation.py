@@ -114,8 +114,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                     skipped[method] = f"no checkpoint at {adapter}"
                     continue
                 fingerprints, saved, loaded = report["fingerprints"], previous.get("fingerprints", {}), False
-                # "": the base model; several policies: each one's weights
-                weights = "+".join(dict.fromkeys(checkpoint_fingerprint(folder) for folder in folders.values()))
+                weights = weights_digest(folders)
                 fingerprints[method] = student_fingerprint(config, weights)
                 if saved.get(method) == fingerprints[method]:
                     methods[method], ranks[method] = previous["methods"][method], previous["ranks"][method]
@@ -210,14 +209,16 @@ def eval_setup(config: RunConfig, tasks_file: str | Path | None, known: Sequence
 
 def student_episodes(workers: list | None, paths: RunPaths, config: RunConfig, spec: EnvSpec, tasks: list,
                      method: str, skipped: dict[str, str]) -> tuple[list | None, list | None]:
-    """The workers (started on first use) and a student's greedy episodes on ``tasks``; no
-    episodes, and the reason in ``skipped``, when it has no checkpoint."""
+    """The workers (started on first use) and a student's greedy episodes on ``tasks``, saved chunk
+    by chunk in ``student-eval/`` (a rerun plays only the chunks not saved yet); no episodes, and
+    the reason in ``skipped``, when it has no checkpoint."""
     adapter, folders = student_weights(paths, config, method)
     if folders is None:
         skipped[method] = f"no checkpoint at {adapter}"
         return workers, None
     workers = load_student(workers, config, spec, adapter)
-    return workers, play_students(workers, tasks, config, source=method, samples=1, temperature=0.0)
+    out = paths.student_eval / f"{method}-{student_fingerprint(config, weights_digest(folders))}"
+    return workers, play_students(workers, tasks, config, source=method, samples=1, temperature=0.0, out=out)
 
 
 def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
@@ -313,6 +314,11 @@ def load_student(workers: list | None, config: RunConfig, spec: EnvSpec, adapter
     return broadcast(workers, RolloutWorker.load_checkpoint, adapter)
 
 
+def weights_digest(folders: Mapping[str, Path]) -> str:
+    """The digest of a student's checkpoints, one per policy role ("" for the base model)."""
+    return "+".join(dict.fromkeys(checkpoint_fingerprint(folder) for folder in folders.values()))
+
+
 def student_fingerprint(config: RunConfig, weights: str, *, best_of_k: bool = False) -> str:
     """Digest of what a student's evaluation depends on: the model, its weights' digest (empty for
     the base model), the environment, and the decoding and best-of-k settings."""
@@ -324,7 +330,7 @@ def student_fingerprint(config: RunConfig, weights: str, *, best_of_k: bool = Fa
     return digest.hexdigest()[:16]
 
 
-def play_students(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str, samples: int,
+def play_students(workers: list, tasks: list[Task], config: RunConfig, *, source: str, samples: int,
                   temperature: float, out: Path | None = None) -> list:
     """``samples`` episodes per task (task by task, samples together) on the workers' current weights.
 

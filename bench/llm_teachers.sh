@@ -7,6 +7,7 @@
 # as it goes, so a killed run started again continues where it stopped.
 #   bash bench/llm_teachers.sh                  # all three systems
 #   bash bench/llm_teachers.sh mars             # one of them
+#   CONCURRENCY=32 bash bench/llm_teachers.sh macrec   # 32 episodes in flight per worker (default 8)
 # Each system ends with runs/llm_teachers/<system>/compare.md: HR@1/3/5 of random, pop, the teacher
 # and the student, and paired bootstrap intervals of student - teacher and teacher - random.
 set -euo pipefail
@@ -17,11 +18,12 @@ SFT_DONE='import sys; from launch import config, stages
 sys.exit(0 if stages.is_done(config.load_config(sys.argv[1], sys.argv[2:]), "sft") else 1)'
 TEACH_TASKS=${TEACH_TASKS:-256}
 PORT=${PORT:-8000}
+CONCURRENCY=${CONCURRENCY:-8}  # episodes (and requests) in flight per teacher worker; the server batches both workers'
 SYSTEMS=("$@")
 [ ${#SYSTEMS[@]} -gt 0 ] || SYSTEMS=(mars macrec alpha_umi)
 
 if ! curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null; then
-    "$RECRL" serve --model smollm2-135m-instruct --port "$PORT" > "runs/llm_teachers-serve.log" 2>&1 &
+    "$RECRL" serve --model smollm2-135m-instruct --port "$PORT" --max-batch $((2 * CONCURRENCY)) > "runs/llm_teachers-serve.log" 2>&1 &
     server=$!
     trap 'kill $server' EXIT
     for _ in $(seq 600); do
@@ -34,7 +36,8 @@ fi
 for system in "${SYSTEMS[@]}"; do
     run=runs/llm_teachers/$system
     args=(--config configs/mars_llm.yaml "run_dir=$run" "teacher.system=$system" "teacher.num_tasks=$TEACH_TASKS"
-          "teacher.backend.base_url=http://127.0.0.1:$PORT/v1")
+          "teacher.backend.base_url=http://127.0.0.1:$PORT/v1" "teacher.concurrency=$CONCURRENCY"
+          "teacher.backend.concurrency=$CONCURRENCY")
     [ "$system" != alpha_umi ] || args+=(env.plan_turns=true)
     echo "== $system: teacher on $TEACH_TASKS training tasks, SFT, then the teacher and the student on every held-out user"
     "$RECRL" teach "${args[@]}"  # replays only the shards not saved yet

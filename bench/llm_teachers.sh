@@ -9,13 +9,15 @@
 #   bash bench/llm_teachers.sh mars             # one of them
 #   CONCURRENCY=32 bash bench/llm_teachers.sh macrec   # 32 episodes in flight per worker (default 8)
 # Each system ends with runs/llm_teachers/<system>/compare.md: HR@1/3/5 of random, pop, the teacher
-# and the student, and paired bootstrap intervals of student - teacher and teacher - random.
+# and the student, and paired bootstrap intervals of student - teacher and teacher - random. A teacher
+# that hits no training task leaves no SFT data: it is evaluated alone, without a student.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECRL=${RECRL:-.venv/bin/recrl}
 PYTHON=${PYTHON:-.venv/bin/python}
 SFT_DONE='import sys; from launch import config, stages
 sys.exit(0 if stages.is_done(config.load_config(sys.argv[1], sys.argv[2:]), "sft") else 1)'
+KEPT='import json, sys; print(json.load(open(sys.argv[1]))["kept"])'
 TEACH_TASKS=${TEACH_TASKS:-256}
 PORT=${PORT:-8000}
 CONCURRENCY=${CONCURRENCY:-8}  # episodes (and requests) in flight per teacher worker; the server batches both workers'
@@ -40,9 +42,18 @@ for system in "${SYSTEMS[@]}"; do
           "teacher.backend.concurrency=$CONCURRENCY")
     [ "$system" != alpha_umi ] || args+=(env.plan_turns=true)
     echo "== $system: teacher on $TEACH_TASKS training tasks, SFT, then the teacher and the student on every held-out user"
-    "$RECRL" teach "${args[@]}"  # replays only the shards not saved yet
-    "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || "$RECRL" sft "${args[@]}"  # SFT only if not done yet
+    methods=random,pop,teacher,student_sft
+    pairs=(student_sft-teacher teacher-random)
+    if "$RECRL" teach "${args[@]}"; then  # replays only the shards not saved yet
+        "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || "$RECRL" sft "${args[@]}"  # SFT only if not done yet
+    elif [ "$("$PYTHON" -c "$KEPT" "$run/teacher/card.json")" = 0 ]; then
+        echo "== $system kept no episode, so it has no student: only the teacher is evaluated"
+        methods=random,pop,teacher
+        pairs=(teacher-random)
+    else
+        exit 1
+    fi
     # the teacher's and the student's episodes resume from what is saved; random and pop take seconds
-    "$RECRL" eval "${args[@]}" "eval.methods=[random,pop,teacher,student_sft]" eval.num_tasks=0
-    "$RECRL" compare "$run" student_sft-teacher teacher-random --metric hr@1 --metric hr@3 --metric hr@5 --markdown
+    "$RECRL" eval "${args[@]}" "eval.methods=[$methods]" eval.num_tasks=0
+    "$RECRL" compare "$run" "${pairs[@]}" --metric hr@1 --metric hr@3 --metric hr@5 --markdown
 done

@@ -42,18 +42,17 @@ for system in "${SYSTEMS[@]}"; do
           "teacher.backend.concurrency=$CONCURRENCY")
     [ "$system" != alpha_umi ] || args+=(env.plan_turns=true)
     echo "== $system: teacher on $TEACH_TASKS training tasks, SFT, then the teacher and the student on every held-out user"
-    methods=random,pop,teacher,student_sft
     pairs=(student_sft-teacher teacher-random)
     if "$RECRL" teach "${args[@]}"; then  # replays only the shards not saved yet
         "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || "$RECRL" sft "${args[@]}"  # SFT only if not done yet
     elif [ "$("$PYTHON" -c "$KEPT" "$run/teacher/card.json")" = 0 ]; then
         echo "== $system kept no episode, so it has no student: only the teacher is evaluated"
-        methods=random,pop,teacher
         pairs=(teacher-random)
     else
         exit 1
     fi
-    # the teacher's and the student's episodes resume from what is saved; random and pop take seconds
-    "$RECRL" eval "${args[@]}" "eval.methods=[$methods]" eval.num_tasks=0
+    # the teacher's and the student's episodes resume from what is saved; random and pop take seconds;
+    # a student with no checkpoint is skipped
+    "$RECRL" eval "${args[@]}" "eval.methods=[random,pop,teacher,student_sft]" eval.num_tasks=0
     "$RECRL" compare "$run" "${pairs[@]}" --metric hr@1 --metric hr@3 --metric hr@5 --markdown
 done

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # HR@1/3/5 on all 943 ml-100k held-out users of each LLM teacher (MARS, MACRec, α-UMi) on SmolLM2,
-# and of the student SFT-trained on that teacher's kept episodes. For each system in turn, in
+# and of the student SFT-trained on that teacher's kept episodes; for MACRS, which converses
+# (ConversationalRec-v0, configs/macrs_llm.yaml), the success rate with the simulated user, against
+# the rule-based and random conversational policies. For each system in turn, in
 # runs/llm_teachers/<system>: the teacher plays TEACH_TASKS training tasks (`recrl teach`), the
 # student learns its hits (`recrl sft`), then `recrl eval` plays the teacher and the student on
 # every held-out user. Hours of a 2-core CPU (a teacher plays about 0.2 episodes/s); every step saves
 # as it goes, so a killed run started again continues where it stopped.
-#   bash bench/llm_teachers.sh                  # all three systems
+#   bash bench/llm_teachers.sh                  # all four systems
 #   bash bench/llm_teachers.sh mars             # one of them
 #   CONCURRENCY=32 bash bench/llm_teachers.sh macrec   # 32 episodes in flight per worker (default 8)
 # Each system ends with runs/llm_teachers/<system>/compare.md: HR@1/3/5 of random, pop, the teacher
-# and the student, and paired bootstrap intervals of student - teacher and teacher - random. A teacher
+# and the student, and paired bootstrap intervals of student - teacher and teacher - random (MACRS:
+# success, compared as hr@1, against crs_random). A teacher
 # that hits no training task leaves no SFT data: it is evaluated alone, without a student.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +25,7 @@ TEACH_TASKS=${TEACH_TASKS:-256}
 PORT=${PORT:-8000}
 CONCURRENCY=${CONCURRENCY:-8}  # episodes (and requests) in flight per teacher worker; the server batches both workers'
 SYSTEMS=("$@")
-[ ${#SYSTEMS[@]} -gt 0 ] || SYSTEMS=(mars macrec alpha_umi)
+[ ${#SYSTEMS[@]} -gt 0 ] || SYSTEMS=(mars macrec alpha_umi macrs)
 
 if ! curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null; then
     "$RECRL" serve --model smollm2-135m-instruct --port "$PORT" --max-batch $((2 * CONCURRENCY)) > "runs/llm_teachers-serve.log" 2>&1 &
@@ -37,22 +40,28 @@ fi
 
 for system in "${SYSTEMS[@]}"; do
     run=runs/llm_teachers/$system
-    args=(--config configs/mars_llm.yaml "run_dir=$run" "teacher.system=$system" "teacher.num_tasks=$TEACH_TASKS"
+    config=configs/mars_llm.yaml methods=[random,pop,teacher,student_sft] baseline=random
+    metrics=(--metric hr@1 --metric hr@3 --metric hr@5)
+    if [ "$system" = macrs ]; then  # conversations: an accepted one counts as a hit at 1
+        config=configs/macrs_llm.yaml methods=[crs_rules,crs_random,teacher,student_sft] baseline=crs_random
+        metrics=(--metric hr@1)
+    fi
+    args=(--config "$config" "run_dir=$run" "teacher.system=$system" "teacher.num_tasks=$TEACH_TASKS"
           "teacher.backend.base_url=http://127.0.0.1:$PORT/v1" "teacher.concurrency=$CONCURRENCY"
           "teacher.backend.concurrency=$CONCURRENCY")
     [ "$system" != alpha_umi ] || args+=(env.plan_turns=true)
     echo "== $system: teacher on $TEACH_TASKS training tasks, SFT, then the teacher and the student on every held-out user"
-    pairs=(student_sft-teacher teacher-random)
+    pairs=(student_sft-teacher "teacher-$baseline")
     if "$RECRL" teach "${args[@]}"; then  # replays only the shards not saved yet
         "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || "$RECRL" sft "${args[@]}"  # SFT only if not done yet
     elif [ "$("$PYTHON" -c "$KEPT" "$run/teacher/card.json")" = 0 ]; then
         echo "== $system kept no episode, so it has no student: only the teacher is evaluated"
-        pairs=(teacher-random)
+        pairs=("teacher-$baseline")
     else
         exit 1
     fi
     # the teacher's and the student's episodes resume from what is saved; random and pop take seconds;
     # a student with no checkpoint is skipped
-    "$RECRL" eval "${args[@]}" "eval.methods=[random,pop,teacher,student_sft]" eval.num_tasks=0
-    "$RECRL" compare "$run" "${pairs[@]}" --metric hr@1 --metric hr@3 --metric hr@5 --markdown
+    "$RECRL" eval "${args[@]}" "eval.methods=$methods" eval.num_tasks=0
+    "$RECRL" compare "$run" "${pairs[@]}" "${metrics[@]}" --markdown
 done

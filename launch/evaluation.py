@@ -49,7 +49,6 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
     ``student-eval/<method>-<fingerprint>/``, resumes likewise.
     """
     from rl.evaluate import baseline_metrics, baseline_ranks, trajectory_metrics
-    from teachers.pipeline import play_teacher
 
     if task_kind(config) == RatingTask.kind:
         return rating_eval(config, tasks_file=tasks_file, log_samples=log_samples)
@@ -100,10 +99,7 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                 ranks[method] = baseline_ranks(method, tasks, spec.signals, seed=config.eval.seed)
                 methods[method] = baseline_metrics(ranks[method])
             elif method == "teacher":
-                weights = teacher_weights(config, spec, train_tasks)
-                trajectories = play_teacher(spec, tasks, config.teacher, weights,
-                                            out=teacher_eval_folder(paths, tasks, config, weights),
-                                            settings=episode_settings(config))
+                trajectories = teacher_episodes(paths, config, spec, tasks, teacher_weights(config, spec, train_tasks))
                 log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
                                 episodes_dir=samples_dir)
                 ranks[method] = [t.rank for t in trajectories]
@@ -161,6 +157,16 @@ def log_sample_rows(log_samples: LogSamples | None, method: str, trajectories: S
         from rl.tables import trajectory_rows
 
         log_samples(method, trajectory_rows(trajectories, limit, tasks=tasks))
+
+
+def teacher_episodes(paths: RunPaths, config: RunConfig, spec: EnvSpec, tasks: Sequence[Task],
+                     weights: Mapping[str, float] | None = None) -> list[Trajectory]:
+    """The teacher's episodes on ``tasks``, played by ``teacher.num_workers`` Ray actors and saved
+    shard by shard in its ``teacher_eval_folder`` (a rerun plays only the shards not saved yet)."""
+    from teachers.pipeline import play_teacher
+
+    return play_teacher(spec, tasks, config.teacher, weights, out=teacher_eval_folder(paths, tasks, config, weights),
+                        settings=episode_settings(config))
 
 
 def teacher_eval_folder(paths: RunPaths, tasks: Sequence[Task], config: RunConfig,
@@ -226,7 +232,6 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
     """RMSE, MAE and the valid-answer rate of the rating baselines, the teacher and the students on
     the same held-out rating tasks (an invalid answer scored as the training mean), into ``eval.json``."""
     from envs.rating_baselines import RATING_BASELINES, BiasModel, rating_metrics
-    from teachers.pipeline import make_teacher
     from teachers.rating_teacher import BiasRater
 
     paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*RATING_BASELINES, "teacher", *STUDENTS))
@@ -238,7 +243,6 @@ def rating_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
         return rating_metrics(predictions, targets, fallback=model.mean), predictions
 
     agents = {name: functools.partial(BiasRater, model, method=name, decimals=None) for name in RATING_BASELINES}
-    agents["teacher"] = lambda: make_teacher(spec, config.teacher)
     return agents_eval(config, paths, tasks, spec, agents, score, per_task="predictions",
                        protocol={"dataset": catalog.name, "task": "rating", "invalid_scored_as": model.mean},
                        log_samples=log_samples, fields={"targets": targets})
@@ -250,13 +254,14 @@ CRS_POLICIES = ("crs_rules", "crs_random")
 
 def dialogue_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                   log_samples: LogSamples | None = None) -> dict:
-    """Success rate, turns to acceptance and recall@k of the conversational policies and the students
+    """Success rate, turns to acceptance and recall@k of the conversational policies, the teacher
+    (``teacher.system``: the rule-based policy, or MACRS or MACRec over an LLM) and the students
     on the same held-out conversations with the simulated user, into ``eval.json``; ``ranks`` holds
     1 for an accepted conversation (None otherwise), so ``recrl compare`` pairs success rates as hr@1."""
     from envs.conversational import dialogue_metrics
     from teachers.crs_policies import RandomCRSPolicy, RuleBasedCRSPolicy
 
-    paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*CRS_POLICIES, *STUDENTS))
+    paths, catalog, tasks, spec = eval_setup(config, tasks_file, (*CRS_POLICIES, "teacher", *STUDENTS))
     targets = [task.target_item_id for task in tasks]
 
     def score(trajectories: list[Trajectory]) -> tuple[dict[str, float], list[int | None]]:
@@ -272,7 +277,8 @@ def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, 
                 score: Callable[[list[Trajectory]], tuple[dict, list]], *, per_task: str, protocol: dict,
                 log_samples: LogSamples | None = None, fields: Mapping[str, Any] | None = None) -> dict:
     """Plays every configured method on ``tasks`` (``agents`` builds the model-free ones; the
-    students play greedily on rollout workers), scores each method's episodes with ``score`` (its
+    teacher plays as ``teacher_episodes`` does, resuming its saved shards; the students play
+    greedily on rollout workers), scores each method's episodes with ``score`` (its
     metrics, and one value per task kept under ``per_task``) and its format rate, and writes
     ``eval.json`` (with ``fields`` besides) after every method; ``log_samples`` gets some of each
     method's episodes."""
@@ -286,7 +292,9 @@ def agents_eval(config: RunConfig, paths: RunPaths, tasks: list, spec: EnvSpec, 
     workers = None
     try:
         for method in config.eval.methods:
-            if method in agents:
+            if method == "teacher":
+                trajectories = teacher_episodes(paths, config, spec, tasks)
+            elif method in agents:
                 requests = [EpisodeRequest(task, group_id=task.task_id, seed=derive_seed(config.eval.seed, "eval", i))
                             for i, task in enumerate(tasks)]
                 trajectories = run_episodes(agents[method](), [spec.make() for _ in tasks], requests, source=method)

@@ -70,3 +70,27 @@ def test_recrl_teach_runs_mars_against_the_server(server, tmp_path, capsys):
     card = json.loads((run_dir / "teacher" / "card.json").read_text())
     assert card["episodes"] == 60 and card["kept"] == 0
     assert code != 0 and "hit no task" in capsys.readouterr().err
+
+
+def test_recrl_eval_plays_macrs_against_the_server_and_resumes(server, tmp_path):
+    url, batching = server
+    run_dir = tmp_path / "macrs"
+    args = ["eval", "--config", "configs/crs_grpo.yaml", "data.dataset=synthetic", "data.num_negatives=4",
+            "model.name=tiny-random", f"run_dir={run_dir}", "env.max_turns=2", "eval.num_tasks=5",
+            "eval.methods=[crs_random,teacher]", "teacher.num_workers=0", "teacher.shard_size=2",
+            "teacher.system=macrs", "teacher.backend.kind=openai", f"teacher.backend.base_url={url}",
+            "teacher.backend.model=tiny-random", "teacher.backend.max_tokens=8", "teacher.backend.max_retries=0"]
+    asked = len(batching.batch_sizes)
+    assert main(args) == 0
+    assert len(batching.batch_sizes) > asked  # MACRS's roles were answered by the server
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["protocol"]["task"] == "dialogue" and set(report["methods"]) == {"crs_random", "teacher"}
+    assert {"crs/success", "crs/recall@1", "format_rate"} <= set(report["methods"]["teacher"])
+    assert len(report["ranks"]["teacher"]) == 5
+    [folder] = (run_dir / "teacher-eval").iterdir()
+    assert len(list((folder / "shards").glob("*.jsonl"))) == 3  # 5 conversations in shards of 2
+    # A second evaluation reads the teacher's conversations back and asks the server nothing.
+    asked = len(batching.batch_sizes)
+    assert main(args) == 0
+    assert len(batching.batch_sizes) == asked
+    assert json.loads((run_dir / "eval.json").read_text())["ranks"] == report["ranks"]

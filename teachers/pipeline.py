@@ -23,7 +23,7 @@ from envs.types import DialogueTask, RankingTask, RatingTask, Task, Trajectory
 from rollout.actors import release, spawn
 from rollout.episode import EpisodeRequest, run_episodes
 from rollout.worker import EnvSpec
-from teachers.backends import BackendConfig
+from teachers.backends import CONNECTION_FIELDS, BackendConfig
 from teachers.cf_expert import CFExpertTeacher
 from teachers.crs_policies import RuleBasedCRSPolicy
 from teachers.rating_teacher import RATING_TEACHER_TOOLS, BiasRater
@@ -118,8 +118,14 @@ def teacher_settings(config: TeacherConfig, weights: Mapping[str, float] | None)
     """What decides a teacher's episodes besides its tasks and env (not how many workers play them)."""
     return {"tools": list(config.tools), "num_recommend": config.num_recommend,
             "weights": None if weights is None else dict(weights), "system": config.system,
-            "backend": None if config.system == "heuristic" else asdict(config.backend),
+            "backend": None if config.system == "heuristic" else answer_settings(config.backend),
             "reflection_strategy": config.reflection_strategy if config.system == "macrec" else None}
+
+
+def answer_settings(backend: BackendConfig) -> dict[str, Any]:
+    """What decides a backend's answers: its model and sampling, not the endpoint's address or how
+    many requests are in flight (a run resumed on another port or concurrency keeps its shards)."""
+    return {name: value for name, value in asdict(backend).items() if name not in CONNECTION_FIELDS}
 
 
 def play_teacher(env_spec: EnvSpec, tasks: Sequence[Task], config: TeacherConfig,

@@ -11,8 +11,10 @@ LoRA adapters are merged into the plain model from a pristine copy of each adapt
 
 from __future__ import annotations
 
+import functools
 import gc
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,17 @@ from torch.nn.utils.rnn import pad_sequence
 from rollout.engines.base import Generation, SamplingParams, derive_seed
 from rollout.engines.lora import is_lora_state, lora_factors, merged_weight
 from rollout.policy import LoraSettings, is_lora, load_full_state
+
+
+@functools.cache
+def cuda_graph_thread() -> ThreadPoolExecutor:
+    """The one thread of this process that runs compiled CUDA decoding.
+
+    torch keeps its CUDA graph trees in the thread-local state of the first thread that uses them and
+    asserts in any other (pytorch/pytorch#123177, fixed after torch 2.11), so engines called from
+    several threads (a server's batching thread, a teacher's, the main one) all decode here.
+    """
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="recrl-cuda-graphs")
 
 
 class HFEngine:
@@ -71,7 +84,12 @@ class HFEngine:
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
             seed = None if seeds is None else derive_seed(*(seeds[i] for i in chunk))
-            for index, generation in zip(chunk, self._generate_batch([prompts[i] for i in chunk], params, seed)):
+            batch = [prompts[i] for i in chunk]
+            if self.static_cache and self.device.type == "cuda":
+                generations = cuda_graph_thread().submit(self._generate_batch, batch, params, seed).result()
+            else:
+                generations = self._generate_batch(batch, params, seed)
+            for index, generation in zip(chunk, generations):
                 results[index] = generation
         return results
 

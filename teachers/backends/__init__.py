@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from teachers.backends.base import BackendError, ChatBackend, ChatParams, Completion, Message, complete
 
 BACKENDS = ("hf", "vllm", "openai", "scripted")
+CONNECTION_FIELDS = ("base_url", "api_key_env", "timeout_s", "max_retries", "concurrency")
+"""BackendConfig fields that say how a model is reached, not what it answers."""
 
 __all__ = ["BACKENDS", "BackendConfig", "BackendError", "ChatBackend", "ChatParams", "Completion", "Message",
            "complete", "make_backend"]
@@ -38,6 +40,8 @@ class BackendConfig:
     """Sampling temperature of the teacher's roles (0: greedy)."""
     max_tokens: int = 256
     """New tokens per role reply at most."""
+    device: str = "auto"
+    """hf: where the model runs (auto: cuda when a GPU is visible, else cpu)."""
 
     def __post_init__(self):
         if self.kind not in BACKENDS:
@@ -61,5 +65,8 @@ def make_backend(config: BackendConfig) -> ChatBackend:
     from teachers.backends.batching import BatchingBackend
     from teachers.backends.engine import EngineBackend
 
-    engine = EngineBackend.open(config.model, engine=config.kind, max_batch_size=config.concurrency)
+    from rollout.policy import resolve_device
+
+    engine = EngineBackend.open(config.model, engine=config.kind, device=resolve_device(config.device),
+                                max_batch_size=config.concurrency)
     return BatchingBackend(engine, max_batch=config.concurrency)

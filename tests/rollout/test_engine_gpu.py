@@ -1,5 +1,7 @@
 """The CUDA path of the HF engine: static KV cache, compiled decoding (skipped without a GPU)."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -59,3 +61,15 @@ def test_weight_updates_reach_compiled_decoding_and_restore_the_base(cuda_engine
     assert all(torch.equal(tensor, base[name]) for name, tensor in engine.model.state_dict().items())
     engine.release_memory()
     assert_logprobs_match_an_eager_forward(engine.model, prompts, engine.generate(prompts, greedy))
+
+
+def test_compiled_decoding_runs_from_any_thread(cuda_engine):
+    """torch asserts when a thread records CUDA graphs after another thread did (pytorch/pytorch#123177):
+    a server's batching thread and the main thread both decode, at shapes the other has not seen."""
+    engine, prompts = cuda_engine
+    greedy = SamplingParams(max_new_tokens=6)
+    with ThreadPoolExecutor(max_workers=1) as other_thread:
+        from_a_thread = other_thread.submit(engine.generate, prompts[:1], greedy).result()
+    from_the_main_thread = engine.generate(prompts, greedy)  # another batch size: new graphs
+    assert_logprobs_match_an_eager_forward(engine.model, prompts, from_the_main_thread)
+    assert_logprobs_match_an_eager_forward(engine.model, prompts[:1], from_a_thread)

@@ -13,7 +13,9 @@ from envs.tools import InteractionGraph
 from envs.types import ParsedAction, RankingOutcome, RatingOutcome, Trajectory, Turn
 from rollout.actors import release, spawn
 from rollout.worker import EnvSpec
-from teachers.pipeline import TeacherConfig, TeacherWorker, card_markdown, play_teacher, teacher_card, write_card
+from teachers.backends import BackendConfig
+from teachers.pipeline import (TeacherConfig, TeacherWorker, card_markdown, play_teacher, teacher_card, teacher_settings,
+                               write_card)
 from teachers.shards import TEMP_SUFFIX, play_as_ready, shard_name
 
 CONFIG = TeacherConfig(tools=["item_cf"], num_workers=0, shard_size=3)
@@ -213,3 +215,15 @@ def test_the_card_bins_other_tasks_by_hit_miss_and_invalid():
     assert card["outcomes"] == {"hit": 1, "miss": 1, "invalid": 1}
     assert (card["kept"], card["dropped"], card["failure_reasons"]) == \
         (1, {"format_invalid": 1, "no_hit": 1}, {"no hit@1": 2})
+
+
+def test_the_endpoint_and_requests_in_flight_are_no_part_of_an_llm_teachers_episodes():
+    def settings(**backend):
+        return teacher_settings(TeacherConfig(system="mars", backend=BackendConfig(kind="openai", **backend)), None)
+
+    served_here = settings(base_url="http://127.0.0.1:8000/v1", concurrency=8)
+    assert settings(base_url="http://10.0.0.2:9000/v1", concurrency=32, timeout_s=5, max_retries=0,
+                    api_key_env="KEY") == served_here  # the same run resumed through another server
+    assert settings(max_tokens=64) != served_here
+    assert settings(model="another") != served_here
+    assert settings(temperature=0.7) != served_here

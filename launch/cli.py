@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     server.add_argument("--port", type=int, default=8000, help="the port to listen on (default 8000)")
     server.add_argument("--max-batch", type=int, default=16, help="conversations per generate call (default 16)")
+    server.add_argument("--kv-cache-gib", type=float, default=4.0,
+                        help="vLLM's KV cache in GiB (default 4): the shared prefixes of the conversations in flight")
     submit.add_parser(sub)
     report.add_parser(sub)
     slurm.add_parser(sub)
@@ -103,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         from launch.serve import serve
 
         try:
-            serve(args.model, engine=args.engine, host=args.host, port=args.port, max_batch=args.max_batch)
+            serve(args.model, engine=args.engine, host=args.host, port=args.port, max_batch=args.max_batch,
+                  kv_cache_gib=args.kv_cache_gib)
         except (FileNotFoundError, ValueError) as error:
             print(f"recrl serve: error: {error}", file=sys.stderr)
             return 1

@@ -242,7 +242,8 @@ def serving(app: FastAPI, *, host: str = "127.0.0.1", port: int = 0) -> Iterator
         sock.close()
 
 
-def serve(model: str, *, engine: str = "auto", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16) -> None:
+def serve(model: str, *, engine: str = "auto", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
+          kv_cache_gib: float = 4.0) -> None:
     """Loads ``model`` into an engine (on the GPU when there is one) and serves it until interrupted.
 
     Args:
@@ -252,12 +253,15 @@ def serve(model: str, *, engine: str = "auto", host: str = "127.0.0.1", port: in
         host: the address to listen on (0.0.0.0: every interface).
         port: the port to listen on.
         max_batch: conversations in one generate call at most.
+        kv_cache_gib: vLLM's KV cache: it keeps the prefixes the conversations in flight share with
+            their next requests (a teacher's 64 episodes of 1-2k tokens outgrow 1 GiB).
     """
     import uvicorn
 
     from rollout.policy import resolve_device
     from teachers.backends.engine import EngineBackend
 
-    backend = EngineBackend.open(model, engine=engine, device=resolve_device("auto"), max_batch_size=max_batch)
+    backend = EngineBackend.open(model, engine=engine, device=resolve_device("auto"), max_batch_size=max_batch,
+                                 kv_cache_gib=kv_cache_gib)
     print(f"[serve] '{backend.model}' at http://{host}:{port}/v1 (OpenAI-compatible; Ctrl-C stops it)")
     uvicorn.run(make_app(backend, max_batch=max_batch), host=host, port=port, log_level="info")

@@ -27,16 +27,19 @@ class EngineBackend:
 
     @classmethod
     def open(cls, model_name: str, *, engine: str = "auto", adapter_dir: str | Path | None = None,
-             lora: Any = None, device: str = "cpu", max_batch_size: int = 16) -> "EngineBackend":
+             lora: Any = None, device: str = "cpu", max_batch_size: int = 16,
+             kv_cache_gib: float = 1.0) -> "EngineBackend":
         """Loads ``model_name`` (a name ``rollout.models.resolve_model`` knows, or a model folder) into
         an engine (``auto``: vLLM where installed, else HF), with a learner checkpoint's weights on
-        top when ``adapter_dir`` is given (``lora``: its LoRA shape, a ``rollout.policy.LoraSettings``)."""
+        top when ``adapter_dir`` is given (``lora``: its LoRA shape, a ``rollout.policy.LoraSettings``);
+        ``kv_cache_gib``: vLLM's KV cache (too small a one evicts the shared prefixes of long multi-turn
+        prompts, which are then computed again)."""
         from rollout.models import resolve_model
         from rollout.policy import load_checkpoint_state
         from rollout.worker import RolloutConfig, build_engine
 
-        generator, chat = build_engine(model_name, config=RolloutConfig(engine=engine, max_batch_size=max_batch_size),
-                                       lora=lora, device=device)
+        rollout = RolloutConfig(engine=engine, max_batch_size=max_batch_size, kv_cache_gib=kv_cache_gib)
+        generator, chat = build_engine(model_name, config=rollout, lora=lora, device=device)
         if adapter_dir is not None:
             generator.update_weights(load_checkpoint_state(adapter_dir))
         config = json.loads((resolve_model(model_name) / "config.json").read_text())

@@ -160,4 +160,25 @@ def test_recrl_serve_hands_its_flags_to_serve(monkeypatch):
     calls = []
     monkeypatch.setattr(launch.serve, "serve", lambda model, **options: calls.append((model, options)))
     assert main(["serve", "--model", MODEL, "--engine", "hf", "--port", "8123", "--max-batch", "4"]) == 0
-    assert calls == [(MODEL, {"engine": "hf", "host": "127.0.0.1", "port": 8123, "max_batch": 4})]
+    assert main(["serve", "--model", MODEL, "--kv-cache-gib", "2.5"]) == 0
+    assert calls == [(MODEL, {"engine": "hf", "host": "127.0.0.1", "port": 8123, "max_batch": 4, "kv_cache_gib": 4.0}),
+                     (MODEL, {"engine": "auto", "host": "127.0.0.1", "port": 8000, "max_batch": 16, "kv_cache_gib": 2.5})]
+
+
+def test_serve_sizes_the_engines_kv_cache(monkeypatch):
+    import uvicorn
+
+    import launch.serve
+    import rollout.worker
+
+    built = []
+
+    def build_engine(model_name, *, config, lora, device):
+        built.append(config)
+        raise RuntimeError("built")
+
+    monkeypatch.setattr(rollout.worker, "build_engine", build_engine)
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    with pytest.raises(RuntimeError, match="built"):
+        launch.serve.serve(MODEL, engine="vllm", max_batch=8, kv_cache_gib=3.0)
+    assert (built[0].engine, built[0].max_batch_size, built[0].kv_cache_gib) == ("vllm", 8, 3.0)

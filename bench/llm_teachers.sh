@@ -10,6 +10,10 @@
 #   bash bench/llm_teachers.sh                  # all four systems
 #   bash bench/llm_teachers.sh mars             # one of them
 #   CONCURRENCY=32 bash bench/llm_teachers.sh macrec   # 32 episodes in flight per worker (default 8)
+#   TEACH=0 bash bench/llm_teachers.sh macrec          # only the evaluation of the teacher (and of a student
+#                                                      # already trained), not `recrl teach` and `recrl sft`
+# bench/llm_teachers/<system>/ keeps the saved shards of a teacher evaluation that spans machines: they
+# are copied into the run first (nothing there is overwritten), and the evaluation continues after them.
 # Each system ends with runs/llm_teachers/<system>/compare.md: HR@1/3/5 of random, pop, the teacher
 # and the student, and paired bootstrap intervals of student - teacher and teacher - random (MACRS:
 # success, compared as hr@1, against crs_random). A teacher
@@ -52,7 +56,13 @@ for system in "${SYSTEMS[@]}"; do
     [ "$system" != alpha_umi ] || args+=(env.plan_turns=true)
     echo "== $system: teacher on $TEACH_TASKS training tasks, SFT, then the teacher and the student on every held-out user"
     pairs=(student_sft-teacher "teacher-$baseline")
-    if "$RECRL" teach "${args[@]}"; then  # replays only the shards not saved yet
+    if [ -d "bench/llm_teachers/$system" ]; then
+        mkdir -p "$run" && cp -rn "bench/llm_teachers/$system/." "$run/"
+    fi
+    if [ "${TEACH:-1}" = 0 ]; then
+        echo "== $system: TEACH=0, so the evaluation alone"
+        "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || pairs=("teacher-$baseline")  # no student trained
+    elif "$RECRL" teach "${args[@]}"; then  # replays only the shards not saved yet
         "$PYTHON" -c "$SFT_DONE" "${args[@]:1}" || "$RECRL" sft "${args[@]}"  # SFT only if not done yet
     elif [ "$("$PYTHON" -c "$KEPT" "$run/teacher/card.json")" = 0 ]; then
         echo "== $system kept no episode, so it has no student: only the teacher is evaluated"

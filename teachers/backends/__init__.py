@@ -46,6 +46,8 @@ class BackendConfig:
     def __post_init__(self):
         if self.kind not in BACKENDS:
             raise ValueError(f"unknown backend kind '{self.kind}'; use one of {', '.join(BACKENDS)}")
+        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"unknown device '{self.device}'; use auto, cpu or cuda")
 
     @property
     def params(self) -> ChatParams:

@@ -116,9 +116,12 @@ def stage_eval(config: RunConfig, *, tasks_file: str | Path | None = None,
                     methods[method], ranks[method] = previous["methods"][method], previous["ranks"][method]
                     print(f"eval {method}: reusing its results in {out_path} (same weights and settings)")
                 else:
-                    workers, loaded = load_student(workers, config, spec, adapter), True
-                    trajectories = play_students(workers, tasks, config, source=method, samples=1, temperature=0.0,
-                                                 out=paths.student_eval / f"{method}-{fingerprints[method]}")
+                    out = paths.student_eval / f"{method}-{fingerprints[method]}"
+                    trajectories = saved_student_episodes(tasks, config, out)
+                    if trajectories is None:
+                        workers, loaded = load_student(workers, config, spec, adapter), True
+                        trajectories = play_students(workers, tasks, config, source=method, samples=1,
+                                                     temperature=0.0, out=out)
                     log_sample_rows(log_samples, method, trajectories, tasks, config.eval.sample_trajectories,
                                     episodes_dir=samples_dir)
                     ranks[method] = [t.rank for t in trajectories]
@@ -222,8 +225,11 @@ def student_episodes(workers: list | None, paths: RunPaths, config: RunConfig, s
     if folders is None:
         skipped[method] = f"no checkpoint at {adapter}"
         return workers, None
-    workers = load_student(workers, config, spec, adapter)
     out = paths.student_eval / f"{method}-{student_fingerprint(config, weights_digest(folders))}"
+    saved = saved_student_episodes(tasks, config, out)
+    if saved is not None:
+        return workers, saved
+    workers = load_student(workers, config, spec, adapter)
     return workers, play_students(workers, tasks, config, source=method, samples=1, temperature=0.0, out=out)
 
 
@@ -356,17 +362,32 @@ def play_students(workers: list, tasks: list[Task], config: RunConfig, *, source
                                   params=params, source=source)
     from tqdm import tqdm
 
-    from teachers.shards import TrajectoryShards, tasks_digest
-
-    # one folder per task list and chunk size: another evaluation never meets these shards
-    shards = TrajectoryShards.open(out / f"{tasks_digest(tasks)[:16]}-{chunk_size}", tasks, shard_size=chunk_size,
-                                   settings={"student": out.name})
+    shards = student_shards(tasks, config, out)
     missing = shards.missing()
     for index in tqdm(missing, desc=desc, unit="chunk", initial=len(shards.shards) - len(missing),
                       total=len(shards.shards)):
-        part = requests[index * chunk_size : (index + 1) * chunk_size]
+        start = sum(len(shard) for shard in shards.shards[:index])
+        part = requests[start : start + len(shards.shards[index])]
         shards.write(index, map_actors(workers, RolloutWorker.rollout, part, params=params, source=source))
     return shards.read_all()
+
+
+def student_shards(tasks: list[Task], config: RunConfig, out: Path):
+    """The chunks of a student's greedy evaluation on ``tasks`` saved in ``out``: one folder per task
+    list and chunk size (a chunk is a generate call of every rollout worker), so another evaluation
+    never meets them."""
+    from teachers.shards import TrajectoryShards, tasks_digest
+
+    chunk_size = max(1, config.rollout.num_workers) * config.rollout.max_batch_size
+    return TrajectoryShards.open(out / f"{tasks_digest(tasks)[:16]}-{chunk_size}", tasks, shard_size=chunk_size,
+                                 settings={"student": out.name})
+
+
+def saved_student_episodes(tasks: list[Task], config: RunConfig, out: Path) -> list[Trajectory] | None:
+    """A student's greedy episodes on ``tasks`` when every chunk of them is saved in ``out`` (so no
+    rollout worker need start), else None."""
+    shards = student_shards(tasks, config, out)
+    return None if shards.missing() else shards.read_all()
 
 
 def student_best_of_k(workers: list, tasks: list[RankingTask], config: RunConfig, *, source: str

@@ -228,6 +228,13 @@ def test_a_student_evaluation_resumes_after_its_last_saved_chunk(recipe, tmp_pat
     assert same(again["methods"]["student_base"]) == same(first["methods"]["student_base"])
     assert again[per_task] == first[per_task]
 
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("rollout workers were started")
+
+    RunPaths(tmp_path).eval_json.unlink()  # every chunk saved: nothing to play, no worker to start
+    monkeypatch.setattr(evaluation, "load_student", must_not_start)
+    assert evaluation.stage_eval(load_config(recipe, overrides))[per_task] == first[per_task]
+
 
 def test_the_teacher_plays_a_seeded_sample_of_the_training_tasks(tmp_path):
     from envs.data.splits import sample_in_order

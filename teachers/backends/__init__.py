@@ -46,8 +46,10 @@ class BackendConfig:
     def __post_init__(self):
         if self.kind not in BACKENDS:
             raise ValueError(f"unknown backend kind '{self.kind}'; use one of {', '.join(BACKENDS)}")
-        if self.device.split(":")[0] not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"unknown device '{self.device}'; use auto, cpu or cuda")
+        from rollout.policy import DEVICES
+
+        if self.device.split(":")[0] not in DEVICES:
+            raise ValueError(f"unknown device '{self.device}'; use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
 
     @property
     def params(self) -> ChatParams:
@@ -64,10 +66,9 @@ def make_backend(config: BackendConfig) -> ChatBackend:
         from teachers.backends.openai import OpenAIBackend
 
         return OpenAIBackend.from_config(config)
+    from rollout.policy import resolve_device
     from teachers.backends.batching import BatchingBackend
     from teachers.backends.engine import EngineBackend
-
-    from rollout.policy import resolve_device
 
     engine = EngineBackend.open(config.model, engine=config.kind, device=resolve_device(config.device),
                                 max_batch_size=config.concurrency)

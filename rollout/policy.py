@@ -76,6 +76,15 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device '{device}' was asked for, but torch sees no CUDA GPU; use device=cpu")
+    return check_device(device)
+
+
+def check_device(device: str) -> str:
+    """``device`` when it is one of ``DEVICES`` (or ``cuda:N``), else a ValueError; nothing is resolved.
+
+    >>> check_device("cuda:1")
+    'cuda:1'
+    """
     if device.split(":")[0] not in DEVICES:
         raise ValueError(f"unknown device '{device}'; use auto, cpu or cuda")
     return device

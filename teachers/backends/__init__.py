@@ -46,10 +46,9 @@ class BackendConfig:
     def __post_init__(self):
         if self.kind not in BACKENDS:
             raise ValueError(f"unknown backend kind '{self.kind}'; use one of {', '.join(BACKENDS)}")
-        from rollout.policy import DEVICES
+        from rollout.policy import check_device
 
-        if self.device.split(":")[0] not in DEVICES:
-            raise ValueError(f"unknown device '{self.device}'; use {', '.join(DEVICES[:-1])} or {DEVICES[-1]}")
+        check_device(self.device)
 
     @property
     def params(self) -> ChatParams:

@@ -46,6 +46,7 @@ from rollout.policy import (LoraSettings, bf16_supported, checkpoint_fingerprint
 from rollout.worker import EnvSpec, RolloutWorker, resolve_engine
 from teachers.backends import BackendConfig
 from teachers.pipeline import TeacherConfig
+from teachers.systems.roles import prompts_digest
 
 CATALOGS: dict[str, Callable[[], Catalog]] = {"ml-100k": load_ml100k, "synthetic": synthetic_catalog}
 FILE_CATALOGS: dict[str, Callable[[str], Catalog]] = {"amazon": load_amazon, "redial": load_redial}
@@ -164,6 +165,8 @@ def stage_key(config: RunConfig, stage: str) -> str:
     settings = asdict(config)
     order = list(STAGE_SETTINGS)
     chain = [{name: keyed(name, settings[name]) for name in STAGE_SETTINGS[s]} for s in order[: order.index(stage) + 1]]
+    if config.teacher.system != "heuristic":  # an LLM system's role prompts decide its episodes, so what follows
+        chain.append({"teacher_prompts": prompts_digest(config.teacher.system)})
     return hashlib.sha256(json.dumps(chain, sort_keys=True).encode()).hexdigest()
 
 

@@ -29,6 +29,7 @@ from teachers.crs_policies import RuleBasedCRSPolicy
 from teachers.rating_teacher import RATING_TEACHER_TOOLS, BiasRater
 from teachers.fusion import borda_points, fit_weights, hr_avg, target_ranks
 from teachers.shards import TrajectoryShards, play_as_ready
+from teachers.systems.roles import prompts_digest
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,15 @@ class TeacherWorker:
 
 
 def teacher_settings(config: TeacherConfig, weights: Mapping[str, float] | None) -> dict[str, Any]:
-    """What decides a teacher's episodes besides its tasks and env (not how many workers play them)."""
-    return {"tools": list(config.tools), "num_recommend": config.num_recommend,
-            "weights": None if weights is None else dict(weights), "system": config.system,
-            "backend": None if config.system == "heuristic" else answer_settings(config.backend),
-            "reflection_strategy": config.reflection_strategy if config.system == "macrec" else None}
+    """What decides a teacher's episodes besides its tasks and env (not how many workers play them):
+    for an LLM system, its model, sampling and role prompts too."""
+    settings = {"tools": list(config.tools), "num_recommend": config.num_recommend,
+                "weights": None if weights is None else dict(weights), "system": config.system,
+                "backend": None if config.system == "heuristic" else answer_settings(config.backend),
+                "reflection_strategy": config.reflection_strategy if config.system == "macrec" else None}
+    if config.system != "heuristic":
+        settings["prompts"] = prompts_digest(config.system)
+    return settings
 
 
 def answer_settings(backend: BackendConfig) -> dict[str, Any]:

@@ -6,6 +6,7 @@ and a ``# user`` section (a ``str.format`` template filled with the episode's da
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterable, Sequence
@@ -43,11 +44,11 @@ class RolePrompt:
                 {"role": "user", "content": self.user.format(**fields)}]
 
 
-def load_prompts(system: str, roles: Iterable[str], *, folder: Path = PROMPTS_DIR) -> dict[str, RolePrompt]:
-    """The role prompts of ``system``, read from ``folder/system/<role>.md``."""
+def load_prompts(system: str, roles: Iterable[str], *, folder: Path | None = None) -> dict[str, RolePrompt]:
+    """The role prompts of ``system``, read from ``folder/system/<role>.md`` (``PROMPTS_DIR`` by default)."""
     prompts = {}
     for role in roles:
-        path = folder / system / f"{role}.md"
+        path = (folder or PROMPTS_DIR) / system / f"{role}.md"
         if not path.is_file():
             raise FileNotFoundError(f"no prompt for role '{role}' of {system} at {path}")
         parts = _SECTION.split(path.read_text(encoding="utf-8"))
@@ -56,6 +57,22 @@ def load_prompts(system: str, roles: Iterable[str], *, folder: Path = PROMPTS_DI
             raise ValueError(f"{path} needs a '# system' and a '# user' section")
         prompts[role] = RolePrompt(role, sections["system"], sections["user"])
     return prompts
+
+
+def prompts_digest(system: str, *, folder: Path | None = None) -> str:
+    """A digest of every role prompt file of ``system``: they decide its episodes as much as the
+    model does, so episodes saved with other prompts are not resumed.
+
+    Raises:
+        FileNotFoundError: ``system`` has no prompt files.
+    """
+    files = sorted(((folder or PROMPTS_DIR) / system).glob("*.md"))
+    if not files:
+        raise FileNotFoundError(f"no role prompts for {system} in {(folder or PROMPTS_DIR) / system}")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

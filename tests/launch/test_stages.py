@@ -68,6 +68,26 @@ def test_finished_stages_are_reused_only_with_the_same_settings(tmp_path):
     assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [False, False, False]
 
 
+def test_an_llm_teachers_role_prompts_decide_its_stage_and_every_one_after(tmp_path, monkeypatch):
+    import shutil
+
+    from teachers.systems import roles
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(roles.PROMPTS_DIR, prompts)
+    monkeypatch.setattr(roles, "PROMPTS_DIR", prompts)
+    config = load_config(None, [f"run_dir={tmp_path}", "teacher.system=macrec"])
+    for stage in ("teach", "sft"):
+        stages.done_marker(config, stage).parent.mkdir(parents=True, exist_ok=True)
+        stages.mark_done(config, stage)
+    assert stages.is_done(config, "teach") and stages.is_done(config, "sft")
+    (prompts / "macrec" / "analyst.md").write_text((prompts / "macrec" / "analyst.md").read_text() + "\nBe brief.\n")
+    assert not stages.is_done(config, "teach") and not stages.is_done(config, "sft")
+    stages.mark_done(config, "teach")
+    (prompts / "mars" / "planner.md").write_text("another planner")  # another system's prompts change nothing here
+    assert stages.is_done(config, "teach")
+
+
 def test_a_run_folder_from_before_a_new_data_setting_still_resumes(tmp_path):
     """Its saved settings and stage digests lack ``data.min_rating`` and ``data.path``: at their
     defaults they change nothing, so it resumes; set, they are new settings."""

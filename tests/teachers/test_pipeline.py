@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -17,6 +18,7 @@ from teachers.backends import BackendConfig
 from teachers.pipeline import (TeacherConfig, TeacherWorker, card_markdown, play_teacher, teacher_card, teacher_settings,
                                write_card)
 from teachers.shards import TEMP_SUFFIX, play_as_ready, shard_name
+from teachers.systems import roles
 
 CONFIG = TeacherConfig(tools=["item_cf"], num_workers=0, shard_size=3)
 SETTINGS = {"env": "synthetic"}
@@ -227,3 +229,35 @@ def test_the_endpoint_and_requests_in_flight_are_no_part_of_an_llm_teachers_epis
     assert settings(max_tokens=64) != served_here
     assert settings(model="another") != served_here
     assert settings(temperature=0.7) != served_here
+
+
+@pytest.fixture
+def prompts(tmp_path, monkeypatch):
+    """A copy of the role prompt files, read in place of the project's."""
+    folder = tmp_path / "prompts"
+    shutil.copytree(roles.PROMPTS_DIR, folder)
+    monkeypatch.setattr(roles, "PROMPTS_DIR", folder)
+    return folder
+
+
+def test_an_llm_teachers_episodes_played_with_other_role_prompts_are_not_resumed(spec_and_tasks, prompts, tmp_path,
+                                                                              monkeypatch):
+    spec, tasks = spec_and_tasks
+    script = tmp_path / "replies.json"
+    script.write_text("[]")  # every role call fails: each episode ends cleanly with that reason
+    config = TeacherConfig(system="mars", tools=["item_cf"], num_workers=0, shard_size=3,
+                           backend=BackendConfig(kind="scripted", replies_file=str(script)))
+    out, tasks = tmp_path / "run", tasks[:3]
+    played = play_teacher(spec, tasks, config, out=out, settings=SETTINGS)
+    assert [t.task_id for t in played] == [t.task_id for t in tasks]
+    plays = record_plays(monkeypatch)
+    assert rows(play_teacher(spec, tasks, config, out=out, settings=SETTINGS)) == rows(played) and plays == []
+    before = teacher_settings(config, None)
+    planner = prompts / "mars" / "planner.md"
+    planner.write_text(planner.read_text(encoding="utf-8") + "\nThink step by step.\n", encoding="utf-8")
+    assert teacher_settings(config, None) != before
+    with pytest.raises(ValueError, match=r"played with other settings\.teacher than this run's"):
+        play_teacher(spec, tasks, config, out=out, settings=SETTINGS)
+    shutil.rmtree(prompts / "mars")
+    with pytest.raises(FileNotFoundError, match="no role prompts for mars"):
+        teacher_settings(config, None)

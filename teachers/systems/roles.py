@@ -66,9 +66,10 @@ def prompts_digest(system: str, *, folder: Path | None = None) -> str:
     Raises:
         FileNotFoundError: ``system`` has no prompt files.
     """
-    files = sorted(((folder or PROMPTS_DIR) / system).glob("*.md"))
+    where = (folder or PROMPTS_DIR) / system
+    files = sorted(where.glob("*.md"))
     if not files:
-        raise FileNotFoundError(f"no role prompts for {system} in {(folder or PROMPTS_DIR) / system}")
+        raise FileNotFoundError(f"no role prompts for {system} in {where}")
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")

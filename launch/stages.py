@@ -44,7 +44,7 @@ from rollout.models import load_tokenizer, resolve_model
 from rollout.policy import (LoraSettings, bf16_supported, checkpoint_fingerprint, is_checkpoint, resolve_device,
                             role_checkpoints)
 from rollout.worker import EnvSpec, RolloutWorker, resolve_engine
-from teachers.backends import BackendConfig
+from teachers.backends import CONNECTION_FIELDS, BackendConfig
 from teachers.pipeline import TeacherConfig
 from teachers.systems.roles import prompts_digest
 
@@ -152,12 +152,28 @@ NEUTRAL_SETTINGS = {
 there they are left out of digests and saved settings, so older run folders still resume."""
 
 
+RUNTIME_SETTINGS = {
+    "teacher": {"num_workers": TeacherConfig.num_workers, "concurrency": TeacherConfig.concurrency,
+                "backend": {name: getattr(BackendConfig, name) for name in CONNECTION_FIELDS}},
+}
+"""Settings that say how a stage runs, not what it makes (workers, episodes in flight, the endpoint's
+address and limits): digests hold them at their defaults, so a run resumed with others reuses its stages."""
+
+
 def keyed(section: str, settings: Any) -> Any:
-    """A config section's settings as digests and saved settings hold them (``NEUTRAL_SETTINGS`` out)."""
+    """A config section's settings as digests and saved settings hold them (``RUNTIME_SETTINGS`` at their
+    defaults, ``NEUTRAL_SETTINGS`` out)."""
     neutral = NEUTRAL_SETTINGS.get(section, {})
     if not isinstance(settings, dict):
         return settings
+    settings = at_defaults(settings, RUNTIME_SETTINGS.get(section, {}))
     return {key: value for key, value in settings.items() if key not in neutral or value != neutral[key]}
+
+
+def at_defaults(settings: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with the (nested) keys of ``defaults`` set to their values there."""
+    return {key: at_defaults(value, defaults[key]) if isinstance(defaults.get(key), Mapping) else defaults.get(key, value)
+            for key, value in settings.items()}
 
 
 def stage_key(config: RunConfig, stage: str) -> str:

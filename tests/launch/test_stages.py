@@ -66,6 +66,9 @@ def test_finished_stages_are_reused_only_with_the_same_settings(tmp_path):
     assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [True, True, False]
     changed = load_config(None, [f"run_dir={tmp_path}", "data.min_rating=4"])
     assert [stages.is_done(changed, s) for s in ("teach", "sft", "curate")] == [False, False, False]
+    # How the teacher runs (workers, episodes in flight) is not what it makes.
+    resumed = load_config(None, [f"run_dir={tmp_path}", "teacher.num_workers=0", "teacher.concurrency=3"])
+    assert [stages.is_done(resumed, s) for s in ("teach", "sft", "curate")] == [True, True, True]
 
 
 def test_an_llm_teachers_role_prompts_decide_its_stage_and_every_one_after(tmp_path, monkeypatch):
@@ -86,6 +89,15 @@ def test_an_llm_teachers_role_prompts_decide_its_stage_and_every_one_after(tmp_p
     stages.mark_done(config, "teach")
     (prompts / "mars" / "planner.md").write_text("another planner")  # another system's prompts change nothing here
     assert stages.is_done(config, "teach")
+    # The same model and sampling at another address, with other limits, answers the same; another sampling does not.
+    moved = load_config(None, [f"run_dir={tmp_path}", "teacher.system=macrec", "teacher.backend.kind=openai",
+                               "teacher.backend.base_url=http://10.0.0.7:9000/v1", "teacher.backend.concurrency=64",
+                               "teacher.backend.timeout_s=600", "teacher.backend.max_retries=9"])
+    assert stages.stage_key(moved, "teach") != stages.stage_key(config, "teach")  # another kind of backend
+    assert stages.stage_key(moved, "teach") == stages.stage_key(load_config(None, [
+        f"run_dir={tmp_path}", "teacher.system=macrec", "teacher.backend.kind=openai"]), "teach")
+    hotter = load_config(None, [f"run_dir={tmp_path}", "teacher.system=macrec", "teacher.backend.temperature=0.7"])
+    assert stages.stage_key(hotter, "teach") != stages.stage_key(config, "teach")
 
 
 def test_a_run_folder_from_before_a_new_data_setting_still_resumes(tmp_path):

@@ -10,6 +10,7 @@ ratings (``targets``) instead; its methods are compared by RMSE and MAE the same
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -333,12 +334,16 @@ TABLE_COLUMNS = (("hr@1", "HR@1"), ("hr@3", "HR@3"), ("hr@5", "HR@5"), ("hr_avg"
 """The columns of ``markdown_report``'s method table: eval.json keys and their headings."""
 RATING_COLUMNS = (("rmse", "RMSE"), ("mae", "MAE"), ("valid_rate", "valid"), ("format_rate", "format"))
 """The same for a rating report."""
+CRS_COLUMNS = (("crs/success", "success"), ("crs/turns_to_accept", "turns to accept"), ("crs/recall@1", "recall@1"),
+               ("crs/recall@3", "recall@3"), ("crs/recall@5", "recall@5"), ("format_rate", "format"))
+"""The same for a conversational report (its hits at 1 are the accepted conversations)."""
 
 
 def markdown_report(report: dict, result: dict) -> str:
     """Markdown tables for a README: every method of ``eval.json`` (``hr_avg`` with its normal 95%
-    half-width; RMSE, MAE and the valid rate for a rating report) and ``compare_report``'s paired
-    intervals.
+    half-width; RMSE, MAE and the valid rate for a rating report; success, turns to accept and
+    recall@k for a conversational one) and ``compare_report``'s paired intervals. A metric a method
+    lacks, or that is undefined (no conversation accepted: no turns to accept), shows as "–".
 
     >>> report = {"task_ids": ["u1", "u2"], "methods": {"x": {"hr@1": 1.0, "hr_avg": 1.0, "hr_avg_ci95": 0.0}}}
     >>> result = {"num_tasks": 2, "num_resamples": 10, "confidence": 0.95, "comparisons": [
@@ -356,13 +361,14 @@ def markdown_report(report: dict, result: dict) -> str:
     """
 
     def cell(metrics: dict, key: str) -> str:
-        if key not in metrics:
+        if key not in metrics or math.isnan(metrics[key]):
             return "–"
         if key == "hr_avg" and "hr_avg_ci95" in metrics:
             return f"{metrics[key]:.3f} ± {metrics['hr_avg_ci95']:.3f}"
         return f"{metrics[key]:.3f}"
 
-    columns = RATING_COLUMNS if "predictions" in report else TABLE_COLUMNS
+    conversational = any("crs/success" in metrics for metrics in report["methods"].values())
+    columns = RATING_COLUMNS if "predictions" in report else CRS_COLUMNS if conversational else TABLE_COLUMNS
     rows = [f"| method ({len(report['task_ids'])} tasks) | " + " | ".join(h for _, h in columns) + " |",
             "|---" * (len(columns) + 1) + "|"]
     rows += [f"| {name} | " + " | ".join(cell(metrics, key) for key, _ in columns) + " |"

@@ -155,6 +155,17 @@ def test_rating_reports_are_compared_by_rmse_and_mae_with_invalid_answers_scored
         "student": {"rmse": 1.0, "mae": 0.5}}}, result)
 
 
+def test_conversational_reports_show_success_turns_to_accept_and_recall_with_undefined_cells_as_dashes():
+    report = {"task_ids": ["u1", "u2"], "ranks": {"teacher": [None, None], "crs_random": [1, None]}, "methods": {
+        "teacher": {"crs/success": 0.0, "crs/turns_to_accept": float("nan"), "crs/recall@1": 0.0, "format_rate": 1.0},
+        "crs_random": {"crs/success": 0.5, "crs/turns_to_accept": 3.0, "crs/recall@1": 0.5, "format_rate": 1.0}}}
+    table = markdown_report(report, compare_report(report, [("teacher", "crs_random")], metrics=["hr@1"],
+                                                   num_resamples=100)).splitlines()
+    assert table[0] == "| method (2 tasks) | success | turns to accept | recall@1 | recall@3 | recall@5 | format |"
+    assert table[2] == "| teacher | 0.000 | – | 0.000 | – | – | 1.000 |"
+    assert table[3] == "| crs_random | 0.500 | 3.000 | 0.500 | – | – | 1.000 |"
+    assert table[7].startswith("| teacher − crs_random | hr@1 | 0.000 | 0.500 | -0.500 |")
+
 def test_format_comparison_marks_intervals_that_exclude_zero():
     stats = {"a": 0.6, "b": 0.4, "diff": 0.2}
     result = {"num_tasks": 943, "num_resamples": 10_000, "confidence": 0.9, "comparisons": [

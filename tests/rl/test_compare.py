@@ -166,6 +166,7 @@ def test_conversational_reports_show_success_turns_to_accept_and_recall_with_und
     assert table[3] == "| crs_random | 0.500 | 3.000 | 0.500 | – | – | 1.000 |"
     assert table[7].startswith("| teacher − crs_random | hr@1 | 0.000 | 0.500 | -0.500 |")
 
+
 def test_format_comparison_marks_intervals_that_exclude_zero():
     stats = {"a": 0.6, "b": 0.4, "diff": 0.2}
     result = {"num_tasks": 943, "num_resamples": 10_000, "confidence": 0.9, "comparisons": [
